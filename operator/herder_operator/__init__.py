@@ -1,0 +1,1 @@
+"""Herder operator: TaskQueue spec, scaling policy, worker pools, kopf handlers."""

@@ -1,0 +1,370 @@
+"""The client: enqueue (validated), inspect and operate queues. All writes go through Lua
+scripts, so each is one atomic step and one round trip."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from redis.exceptions import ResponseError
+
+from herder.backoff import Backoff
+from herder.connection import redis_client
+from herder.errors import Conflict, InvalidInput, NotFound
+from herder.keys import ID_RE, QUEUE_RE, QueueKeys, queues_key
+from herder.models import MAX_PRIORITY, MIN_PRIORITY, EnqueueResult, Job, JobState, QueueStatus, WorkerInfo
+from herder.scripts import Scripts
+from herder.settings import HerderSettings
+from herder.tasks import TaskSet, load_taskset
+
+MAX_BATCH = 10_000
+
+
+def check_queue(queue: str) -> str:
+    if not QUEUE_RE.match(queue):
+        raise InvalidInput(f"invalid queue name {queue!r}: use letters, digits, '.', '_', '-' (max 128)")
+    return queue
+
+
+class JobRequest(BaseModel):
+    """What a caller may ask for when enqueueing; validated before anything touches Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    payload: Any = None
+    id: str | None = None
+    priority: int = Field(default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    delay: float | None = Field(default=None, ge=0, le=365 * 86_400)
+    at: datetime | float | None = None
+    after: list[str] = Field(default_factory=list, max_length=1000)
+    run_regardless: bool = False
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    backoff: Backoff | None = None
+    timeout: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    capabilities: list[str] = Field(default_factory=list, max_length=32)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("id")
+    @classmethod
+    def _id_ok(cls, v: str | None) -> str | None:
+        if v is not None and not ID_RE.match(v):
+            raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
+        return v
+
+    @field_validator("after")
+    @classmethod
+    def _parents_ok(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not ID_RE.match(p):
+                raise ValueError(f"invalid parent job id {p!r}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps_ok(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if not c or len(c) > 64 or not c.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"invalid capability {c!r}")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _one_time(self) -> JobRequest:
+        if self.delay is not None and self.at is not None:
+            raise ValueError("give either delay or at, not both")
+        if self.id is not None and self.id in self.after:
+            raise ValueError("a job cannot depend on itself")
+        return self
+
+    def at_ms(self) -> int | None:
+        if self.at is None:
+            return None
+        if isinstance(self.at, datetime):
+            if self.at.tzinfo is None:
+                raise ValueError("'at' needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+            return int(self.at.timestamp() * 1000)
+        return int(self.at * 1000)
+
+
+def _error_text(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors())
+
+
+class HerderClient:
+    """Async client. Use `async with HerderClient(settings) as client:`."""
+
+    def __init__(
+        self,
+        settings: HerderSettings | None = None,
+        tasks: TaskSet | None = None,
+        *,
+        redis: Any = None,
+    ) -> None:
+        self.settings = settings or HerderSettings()
+        self.tasks = tasks if tasks is not None else load_taskset(None)
+        # Typed as Any: redis-py's annotations mix sync and async return types.
+        self.redis: Any = redis if redis is not None else redis_client(self.settings)
+        self.scripts = Scripts.register(self.redis)
+        self._known_queues: set[str] = set()
+
+    async def __aenter__(self) -> HerderClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.settings.key_prefix, check_queue(queue))
+
+    # ---- enqueue -------------------------------------------------------------------------
+
+    def _spec(self, queue: str, req: JobRequest) -> dict[str, Any]:
+        task = self.tasks.get(req.task)
+        payload = task.validate_payload(req.payload)
+        caps = sorted(set(task.capabilities) | set(req.capabilities))
+        try:
+            at_ms = req.at_ms()
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        timeout = req.timeout if req.timeout is not None else task.timeout
+        return {
+            "id": req.id or uuid.uuid4().hex,
+            "queue": queue,
+            "task": req.task,
+            "payload": json.dumps(payload, separators=(",", ":")),
+            "priority": req.priority,
+            "max_attempts": req.max_attempts or task.max_attempts,
+            "backoff": (req.backoff or task.backoff).model_dump_json(),
+            "timeout": "" if timeout is None else repr(float(timeout)),
+            "parents": req.after,
+            "parents_json": json.dumps(req.after),
+            "run_regardless": "1" if req.run_regardless else "0",
+            "caps": json.dumps(caps) if caps else "",
+            "labels": json.dumps(req.labels),
+            "delay_ms": int((req.delay or 0) * 1000),
+            "at_ms": "" if at_ms is None else str(at_ms),
+        }
+
+    async def enqueue(self, queue: str, task: str, payload: Any = None, **options: Any) -> EnqueueResult:
+        """Validate and enqueue one job; one Redis round trip. Options: see JobRequest."""
+        try:
+            req = JobRequest(task=task, payload=payload, **options)
+        except ValidationError as exc:
+            raise InvalidInput(_error_text(exc)) from None
+        return (await self.enqueue_many(queue, [req]))[0]
+
+    async def enqueue_many(self, queue: str, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
+        """Validate every request, then enqueue all of them atomically in one round trip."""
+        keys = self.keys(queue)
+        if not requests:
+            return []
+        if len(requests) > MAX_BATCH:
+            raise InvalidInput(f"batch of {len(requests)} jobs; at most {MAX_BATCH} per call")
+        specs = [self._spec(queue, r) for r in requests]
+        ids = [s["id"] for s in specs]
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("duplicate job ids within one batch")
+        args = [keys.base, json.dumps(specs)]
+        try:
+            rows = await self.scripts.enqueue(keys=[keys.job(ids[0])], args=args)
+        except ResponseError as exc:
+            msg = str(exc)
+            if "INVALID " in msg:
+                raise InvalidInput(msg.split("INVALID ", 1)[1]) from None
+            raise
+        if queue not in self._known_queues:
+            # The queue index lives outside the queue's slot, so it cannot join the script;
+            # written after the jobs (and only once per client) so a failed batch leaves nothing.
+            await self.redis.sadd(queues_key(self.settings.key_prefix), queue)
+            self._known_queues.add(queue)
+        return [EnqueueResult(id=r[0], state=JobState(r[1]), created=bool(int(r[2]))) for r in rows]
+
+    # ---- inspect -------------------------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        return sorted(await self.redis.smembers(queues_key(self.settings.key_prefix)))
+
+    async def find_queue(self, job_id: str) -> str:
+        """Jobs are addressed by id alone on the CLI: look the id up in every known queue."""
+        if not ID_RE.match(job_id):
+            raise InvalidInput(f"invalid job id {job_id!r}")
+        queues = await self.queues()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.exists(self.keys(q).job(job_id))
+            found = await pipe.execute()
+        hits = [q for q, n in zip(queues, found, strict=True) if n]
+        if not hits:
+            raise NotFound(f"no job with id {job_id!r}")
+        if len(hits) > 1:
+            raise InvalidInput(f"job id {job_id!r} exists in queues {', '.join(hits)}: pass --queue")
+        return hits[0]
+
+    async def get_job(self, job_id: str, queue: str | None = None) -> Job:
+        queue = queue or await self.find_queue(job_id)
+        raw = await self.redis.hgetall(self.keys(queue).job(job_id))
+        if not raw:
+            raise NotFound(f"no job with id {job_id!r} in queue {queue!r}")
+        return Job.from_hash(raw)
+
+    async def job_log(self, job_id: str, queue: str | None = None, start: int = 0) -> list[Any]:
+        queue = queue or await self.find_queue(job_id)
+        return [json.loads(x) for x in await self.redis.lrange(self.keys(queue).log(job_id), start, -1)]
+
+    async def status(self, queue: str) -> QueueStatus:
+        keys = self.keys(queue)
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        now, ready, sched, waiting, active, dead, paused, workers, stats = await self.scripts.status(
+            keys=[keys.ready], args=[keys.base, lease_ms]
+        )
+        infos = []
+        for flat in workers:
+            h = dict(zip(flat[::2], flat[1::2], strict=True))
+            infos.append(
+                WorkerInfo(
+                    id=h.get("id", ""),
+                    queue=h.get("queue", queue),
+                    host=h.get("host", ""),
+                    pod=h.get("pod", ""),
+                    pid=int(h.get("pid") or 0),
+                    capacity=int(h.get("capacity") or 0),
+                    in_flight=int(h.get("in_flight") or 0),
+                    jobs=json.loads(h.get("jobs") or "[]"),
+                    capabilities=json.loads(h.get("capabilities") or "[]"),
+                    draining=h.get("draining") == "1",
+                    drained=h.get("drained") == "1",
+                    started_at=float(h["started_at"]) if h.get("started_at") else None,
+                    last_seen=int(h["last_seen"]) / 1000 if h.get("last_seen") else None,
+                    version=h.get("version", ""),
+                )
+            )
+        return QueueStatus(
+            queue=queue,
+            ready=int(ready),
+            scheduled=int(sched),
+            waiting=int(waiting),
+            active=int(active),
+            dead=int(dead),
+            paused=bool(int(paused)),
+            workers=sorted(infos, key=lambda w: w.id),
+            counters={k: int(v) for k, v in zip(stats[::2], stats[1::2], strict=True)},
+            now=int(now) / 1000,
+        )
+
+    # ---- operate -------------------------------------------------------------------------
+
+    async def pause(self, queue: str) -> None:
+        await self.redis.set(f"{self.keys(queue).base}:paused", "1")
+
+    async def resume(self, queue: str) -> None:
+        keys = self.keys(queue)
+        await self.scripts.resume(keys=[keys.ready], args=[keys.base])
+
+    async def cancel(self, job_id: str, queue: str | None = None) -> str:
+        """Cancel a pending job (at once) or an active one (cooperatively). Returns the new state."""
+        queue = queue or await self.find_queue(job_id)
+        keys = self.keys(queue)
+        r = await self.scripts.cancel(keys=[keys.job(job_id)], args=[keys.base, job_id])
+        if r == "notfound":
+            raise NotFound(f"no job with id {job_id!r}")
+        if r.startswith("final:"):
+            raise Conflict(f"job {job_id} is already {r[6:]}")
+        return str(r)
+
+    async def remove(self, job_id: str, queue: str | None = None) -> None:
+        queue = queue or await self.find_queue(job_id)
+        keys = self.keys(queue)
+        r = await self.scripts.remove(keys=[keys.job(job_id)], args=[keys.base, job_id])
+        if r == "notfound":
+            raise NotFound(f"no job with id {job_id!r}")
+        if r == "active":
+            raise Conflict(f"job {job_id} is running; cancel it instead")
+
+    async def replay(self, queue: str, job_ids: Iterable[str]) -> dict[str, str]:
+        """Move dead (or cancelled) jobs back to ready. Returns id -> new state or reason."""
+        keys = self.keys(queue)
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        # A job whose task this client no longer knows would only die again: refuse it.
+        rows: dict[str, str] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hget(keys.job(i), "task")
+            tasks = await pipe.execute()
+        todo = []
+        for i, t in zip(ids, tasks, strict=True):
+            if t is None:
+                rows[i] = "notfound"
+            elif t not in self.tasks:
+                rows[i] = f"unknown task '{t}'"
+            else:
+                todo.append(i)
+        if todo:
+            out = await self.scripts.replay(keys=[keys.ready], args=[keys.base, *todo])
+            rows.update(zip(todo, out, strict=True))
+        return {i: rows[i] for i in ids}
+
+    async def retry(self, job_id: str, queue: str | None = None) -> str:
+        queue = queue or await self.find_queue(job_id)
+        r = (await self.replay(queue, [job_id]))[job_id]
+        if r == "notfound":
+            raise NotFound(f"no job with id {job_id!r}")
+        if r.startswith("unknown task"):
+            raise InvalidInput(f"cannot retry {job_id}: {r} (not registered in this app)")
+        if r.startswith("state:"):
+            raise Conflict(f"job {job_id} is {r[6:]}; only dead or cancelled jobs can be retried")
+        if r.startswith("blocked:"):
+            raise Conflict(f"job {job_id} depends on dead job {r[8:]}: retry that one first")
+        return r
+
+    async def dlq_ids(self, queue: str, limit: int | None = None) -> list[str]:
+        end = -1 if limit is None else limit - 1
+        return list(await self.redis.zrange(f"{self.keys(queue).base}:dead", 0, end))
+
+    async def dlq_list(self, queue: str, limit: int = 100) -> list[Job]:
+        keys = self.keys(queue)
+        ids = await self.dlq_ids(queue, limit)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hgetall(keys.job(i))
+            raws = await pipe.execute()
+        return [Job.from_hash(r) for r in raws if r]
+
+    async def dlq_purge(self, queue: str) -> int:
+        """Delete every dead job. Each is removed atomically; returns how many."""
+        n = 0
+        for i in await self.dlq_ids(queue):
+            try:
+                await self.remove(i, queue)
+                n += 1
+            except NotFound:
+                pass
+        return n
+
+    async def drain_worker(self, queue: str, worker_id: str, *, exit: bool = True) -> None:
+        keys = self.keys(queue)
+        ok = await self.scripts.drain(
+            keys=[keys.worker(worker_id)], args=[keys.base, worker_id, "1", "1" if exit else "0"]
+        )
+        if not ok:
+            raise NotFound(f"no live worker {worker_id!r} in queue {queue!r}")
+
+    async def undrain_worker(self, queue: str, worker_id: str) -> None:
+        keys = self.keys(queue)
+        ok = await self.scripts.drain(keys=[keys.worker(worker_id)], args=[keys.base, worker_id, "0", "0"])
+        if not ok:
+            raise NotFound(f"no live worker {worker_id!r} in queue {queue!r}")
+
+    async def find_worker_queue(self, worker_id: str) -> str:
+        for q in await self.queues():
+            if await self.redis.exists(self.keys(q).worker(worker_id)):
+                return q
+        raise NotFound(f"no live worker {worker_id!r}")

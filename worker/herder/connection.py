@@ -1,0 +1,60 @@
+"""Builds the Redis client from settings: URL, ACL user/password, TLS and Sentinel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from herder.settings import HerderSettings
+
+# Blocking reads (BLPOP) wait at most a few seconds, so a socket silent for longer than this
+# means the connection is dead (e.g. a network partition), not that Redis is busy.
+SOCKET_TIMEOUT_S = 15.0
+
+
+def redis_client(settings: HerderSettings) -> ArqRedis:
+    """An ArqRedis (a redis.asyncio.Redis) with decoded responses, so arq's Worker accepts it."""
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        # One quick transparent retry of an idempotent reconnect; longer outages are handled by
+        # the callers' own back-off loops, which log each state change.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        "max_connections": 64,
+    }
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    url = settings.redis_url
+    if settings.redis_tls and url.startswith("redis://"):
+        url = "rediss://" + url[len("redis://") :]
+    if url.startswith("rediss://"):
+        kwargs.update(
+            ssl_ca_certs=settings.redis_tls_ca_certs,
+            ssl_certfile=settings.redis_tls_certfile,
+            ssl_keyfile=settings.redis_tls_keyfile,
+            ssl_check_hostname=settings.redis_tls_check_hostname,
+            ssl_cert_reqs="required" if settings.redis_tls_ca_certs else "none",
+        )
+    if settings.redis_sentinels:
+        sentinels = []
+        for part in settings.redis_sentinels.split(","):
+            host, _, port = part.strip().rpartition(":")
+            sentinels.append((host, int(port)))
+        kwargs.pop("max_connections")
+        if settings.redis_tls:
+            kwargs["ssl"] = True
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels, sentinel_kwargs={"socket_connect_timeout": settings.redis_connect_timeout}
+        )
+        master: ArqRedis = sentinel.master_for(settings.redis_sentinel_master, redis_class=ArqRedis, **kwargs)
+        return master
+    client: ArqRedis = ArqRedis.from_url(url, **kwargs)
+    return client

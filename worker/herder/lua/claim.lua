@@ -1,0 +1,120 @@
+-- One round trip for an idle or finishing worker: heartbeat (optional), reap expired leases
+-- (optional), promote due scheduled jobs, and claim up to N of the best ready jobs.
+-- ARGV: base, worker_id, n, lease_ms, worker_caps_json, heartbeat_json ('' = none), reap ('1'/'0')
+local wid = ARGV[2]
+local n = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
+local now = now_ms()
+local wk = base .. ':worker:' .. wid
+local lost, cancels = {}, {}
+
+-- Heartbeat: refresh the registry entry and extend the leases this worker still holds.
+if ARGV[6] ~= '' then
+  local hb = cjson.decode(ARGV[6])
+  local fields = {}
+  for key, value in pairs(hb.fields) do
+    fields[#fields + 1] = key
+    fields[#fields + 1] = tostring(value)
+  end
+  redis.call('HSET', wk, 'last_seen', now, unpack(fields))
+  redis.call('PEXPIRE', wk, lease * 3)
+  redis.call('ZADD', K_WORKERS, now, wid)
+  for _, pair in ipairs(hb.jobs) do
+    local jid, tok = pair[1], tostring(pair[2])
+    local f = redis.call('HMGET', jkey(jid), 'state', 'worker', 'lease', 'cancel')
+    if f[1] == 'active' and f[2] == wid and f[3] == tok then
+      redis.call('ZADD', K_ACTIVE, 'XX', now + lease, jid)
+      if f[4] == '1' then cancels[#cancels + 1] = jid end
+    else
+      lost[#lost + 1] = jid  -- taken over or finished elsewhere: the worker must drop it
+    end
+  end
+end
+-- 0: not draining; 1: draining; 2: draining, then exit when idle
+local dflags = redis.call('HMGET', wk, 'draining', 'exit_when_drained')
+local draining = dflags[1] == '1' and (dflags[2] == '1' and 2 or 1) or 0
+
+-- Reap: a lease that ran out means its worker died (or was partitioned for a whole lease).
+local expired_n = 0
+if ARGV[7] == '1' then
+  local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, 100)
+  for _, jid in ipairs(expired) do
+    redis.call('ZREM', K_ACTIVE, jid)
+    local k = jkey(jid)
+    local f = redis.call('HMGET', k, 'state', 'worker', 'attempts', 'max_attempts', 'cancel', 'started_at')
+    if f[1] == 'active' then
+      expired_n = expired_n + 1
+      redis.call('HINCRBY', K_STATS, 'lease_expired', 1)
+      local att = tonumber(f[3])
+      append_error(k, err_json(att, 'lease_expired', 'LeaseExpired',
+        'lease expired: worker ' .. f[2] .. ' stopped heartbeating', f[2],
+        tonumber(f[6]) / 1000, now / 1000))
+      redis.call('HSET', k, 'worker', '', 'lease', '')
+      if f[5] == '1' then
+        to_cancelled(jid, now)
+        resolve_children(jid, false, 'was cancelled', now)
+      elseif att >= tonumber(f[4]) then
+        to_dead(jid, 'lease expired on the last attempt (' .. att .. '/' .. f[4] .. ')', now)
+        resolve_children(jid, false, 'failed', now)
+      else
+        make_ready(jid, true)
+      end
+    end
+  end
+  local gone = redis.call('ZRANGEBYSCORE', K_WORKERS, '-inf', now - lease, 'LIMIT', 0, 100)
+  for _, w in ipairs(gone) do
+    redis.call('ZREM', K_WORKERS, w)
+    redis.call('DEL', base .. ':worker:' .. w, base .. ':ctl:' .. w)
+  end
+end
+
+-- Promote scheduled jobs whose time has come.
+local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', now, 'LIMIT', 0, 1000)
+for _, jid in ipairs(due) do
+  redis.call('ZREM', K_SCHED, jid)
+  make_ready(jid, false)
+end
+if #due > n then wakes = wakes + #due - n end
+
+-- Claim.
+local jobs = {}
+local paused = redis.call('EXISTS', K_PAUSED)
+if paused == 0 and draining == 0 and n > 0 then
+  local caps = {}
+  for _, c in ipairs(cjson.decode(ARGV[5])) do caps[c] = true end
+  local has_c = redis.call('ZCARD', K_READYC) > 0
+  for _ = 1, n do
+    local best, best_score, src = nil, nil, nil
+    local r = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+    if #r > 0 then best, best_score, src = r[1], tonumber(r[2]), K_READY end
+    if has_c then
+      local rc = redis.call('ZRANGE', K_READYC, 0, 99, 'WITHSCORES')
+      for j = 1, #rc, 2 do
+        local sc = tonumber(rc[j + 1])
+        if best_score and sc >= best_score then break end
+        local ok = true
+        for _, need in ipairs(cjson.decode(redis.call('HGET', jkey(rc[j]), 'caps'))) do
+          if not caps[need] then ok = false break end
+        end
+        if ok then best, best_score, src = rc[j], sc, K_READYC break end
+      end
+    end
+    if not best then break end
+    redis.call('ZREM', src, best)
+    local k = jkey(best)
+    local att = redis.call('HINCRBY', k, 'attempts', 1)
+    redis.call('HSET', k, 'state', 'active', 'worker', wid, 'started_at', now, 'lease', att)
+    redis.call('ZADD', K_ACTIVE, now + lease, best)
+    local f = redis.call('HMGET', k, 'task', 'payload', 'timeout', 'max_attempts', 'backoff')
+    jobs[#jobs + 1] = {best, f[1], f[2], att, f[3], f[4], f[5]}
+  end
+end
+if redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_READYC) == 0 then
+  redis.call('DEL', K_WAKE)  -- nothing to wake anyone for: drop stale tokens
+  wakes = 0
+end
+flush_wakes()
+
+local nd = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+local na = redis.call('ZRANGE', K_ACTIVE, 0, 0, 'WITHSCORES')
+return {jobs, now, nd[2] or '', na[2] or '', paused, draining, lost, cancels, expired_n}

@@ -1,0 +1,57 @@
+-- Replay dead (or cancelled) jobs: attempts reset, failure history kept, replays counted.
+-- A job whose parent is itself dead is replayed only after that parent (within this batch);
+-- otherwise it is reported and left in the DLQ. ARGV: base, id...
+local now = now_ms()
+local todo = {}
+for i = 2, #ARGV do todo[#todo + 1] = ARGV[i] end
+local result = {}
+local progress = true
+while progress do
+  progress = false
+  local rest = {}
+  for _, id in ipairs(todo) do
+    local k = jkey(id)
+    local st = redis.call('HGET', k, 'state')
+    if not st then
+      result[id] = 'notfound'
+    elseif st ~= 'dead' and st ~= 'cancelled' then
+      result[id] = 'state:' .. st
+    else
+      local parents = cjson.decode(redis.call('HGET', k, 'parents'))
+      local regardless = redis.call('HGET', k, 'run_regardless') == '1'
+      local pending, blocked = {}, nil
+      for _, p in ipairs(parents) do
+        local pst = redis.call('HGET', jkey(p), 'state')
+        if pst == 'dead' or pst == 'cancelled' then
+          if not regardless then blocked = p end
+        elseif pst and pst ~= 'succeeded' then
+          pending[#pending + 1] = p
+        end
+      end
+      if blocked then
+        result[id] = 'blocked:' .. blocked
+        rest[#rest + 1] = id
+      else
+        redis.call('ZREM', K_DEAD, id)
+        redis.call('HSET', k, 'attempts', 0, 'dead_reason', '', 'finished_at', '', 'result', '',
+          'worker', '', 'lease', '', 'cancel', '0', 'run_at', '')
+        redis.call('HINCRBY', k, 'replays', 1)
+        redis.call('HINCRBY', K_STATS, 'replayed', 1)
+        if #pending > 0 then
+          for _, p in ipairs(pending) do redis.call('SADD', base .. ':children:' .. p, id) end
+          redis.call('HSET', k, 'pending', #pending, 'state', 'waiting')
+          redis.call('SADD', K_WAITING, id)
+        else
+          make_ready(id, true)
+        end
+        result[id] = redis.call('HGET', k, 'state')
+        progress = true
+      end
+    end
+  end
+  todo = rest
+end
+flush_wakes()
+local out = {}
+for i = 2, #ARGV do out[#out + 1] = result[ARGV[i]] end
+return out

@@ -1,0 +1,38 @@
+"""Connection and runtime settings, read from the environment (prefix ``HERDER_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HerderSettings(BaseSettings):
+    """Everything a client or worker needs to reach Redis.
+
+    URL, ACL user/password, TLS and Sentinel all come from here so that no code path
+    hard-codes a connection.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HERDER_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_tls: bool = False
+    redis_tls_ca_certs: str | None = None
+    redis_tls_certfile: str | None = None
+    redis_tls_keyfile: str | None = None
+    redis_tls_check_hostname: bool = True
+    # Sentinel: "host:port,host:port" plus the master's name.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "mymaster"
+    redis_connect_timeout: float = Field(default=2.0, gt=0)
+    key_prefix: str = "herder"
+    lease_seconds: float = Field(default=10.0, gt=0.5, le=3600)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        if not v or any(c in v for c in "{} \n"):
+            raise ValueError("key_prefix must be non-empty and contain no braces or whitespace")
+        return v

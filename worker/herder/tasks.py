@@ -1,0 +1,175 @@
+"""Declaring tasks: a `TaskSet` maps task names to async functions and their payload models.
+
+Clients validate payloads against the same models at enqueue time, so a worker never sees
+a payload its task would reject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from herder.backoff import Backoff
+from herder.errors import InvalidInput
+
+MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB; large inputs belong in object storage, not the queue
+
+
+@dataclass
+class JobContext:
+    """What a running task gets besides its payload."""
+
+    job_id: str
+    queue: str
+    task: str
+    attempt: int
+    max_attempts: int
+    worker_id: str
+    state: dict[str, Any]  # arq's worker ctx (on_startup may put shared clients here)
+    _progress: Callable[[dict[str, Any]], Awaitable[None]]
+    _log: Callable[[list[dict[str, Any]]], Awaitable[None]]
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def progress(self, data: dict[str, Any]) -> None:
+        """Publish a progress summary; `herder job ID --follow` shows it live."""
+        await self._progress(data)
+
+    async def log(self, events: list[dict[str, Any]]) -> None:
+        """Append events to the job's (size-capped) event log."""
+        await self._log(events)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+TaskFn = Callable[[JobContext, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    fn: TaskFn
+    payload_model: type[BaseModel] | None = None
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    capabilities: tuple[str, ...] = ()
+    cron: str | None = None
+    cron_payload: dict[str, Any] | None = None
+
+    def validate_payload(self, payload: Any) -> Any:
+        """Return the JSON-ready payload, or raise InvalidInput with the model's reasons."""
+        if self.payload_model is None:
+            data = payload
+        else:
+            try:
+                model = self.payload_model.model_validate({} if payload is None else payload)
+            except ValidationError as exc:
+                reasons = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}" for e in exc.errors()
+                )
+                raise InvalidInput(f"invalid payload for task '{self.name}': {reasons}") from None
+            data = model.model_dump(mode="json")
+        try:
+            encoded = json.dumps(data, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"payload for task '{self.name}' is not JSON-serialisable: {exc}") from None
+        if len(encoded) > MAX_PAYLOAD_BYTES:
+            raise InvalidInput(
+                f"payload for task '{self.name}' is {len(encoded)} bytes; limit {MAX_PAYLOAD_BYTES}"
+            )
+        return data
+
+    def parse_payload(self, data: Any) -> Any:
+        if self.payload_model is None:
+            return data
+        return self.payload_model.model_validate({} if data is None else data)
+
+
+class TaskSet:
+    """A registry of tasks. Workers run them; clients validate against them."""
+
+    def __init__(self, *includes: TaskSet) -> None:
+        self._tasks: dict[str, Task] = {}
+        for other in includes:
+            self.include(other)
+
+    def include(self, other: TaskSet) -> None:
+        for t in other:
+            self.add(t)
+
+    def add(self, t: Task) -> Task:
+        if t.max_attempts < 1:
+            raise ValueError(f"task {t.name}: max_attempts must be >= 1")
+        self._tasks[t.name] = t
+        return t
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        payload: type[BaseModel] | None = None,
+        max_attempts: int = 3,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        capabilities: tuple[str, ...] = (),
+        cron: str | None = None,
+        cron_payload: dict[str, Any] | None = None,
+    ) -> Callable[[TaskFn], TaskFn]:
+        def decorate(fn: TaskFn) -> TaskFn:
+            self.add(
+                Task(
+                    name=name or fn.__name__,
+                    fn=fn,
+                    payload_model=payload,
+                    max_attempts=max_attempts,
+                    backoff=backoff or Backoff(),
+                    timeout=timeout,
+                    capabilities=tuple(capabilities),
+                    cron=cron,
+                    cron_payload=cron_payload,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def get(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise InvalidInput(f"unknown task '{name}' (known: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._tasks.values()))
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+
+def load_taskset(spec: str | None) -> TaskSet:
+    """Load `module` or `module:attr` (attr defaults to `tasks`); None means the built-in tasks."""
+    if not spec:
+        from herder.builtin import tasks as builtin
+
+        return builtin
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInput(f"cannot import app module '{module_name}': {exc}") from None
+    obj = getattr(module, attr or "tasks", None)
+    if not isinstance(obj, TaskSet):
+        raise InvalidInput(f"'{spec}' is not a herder.TaskSet (define `tasks = TaskSet()` in the module)")
+    return obj
