@@ -134,6 +134,8 @@ class HerderWorker(Worker):
         self._cron_checked = time.time()
         self._started_at = time.time()
         self.exit_code = 0
+        self.persistence_warning: str | None = None
+        self._persistence_checked = False
 
     @staticmethod
     def _arq_entry(task: Task | None) -> Any:
@@ -179,7 +181,6 @@ class HerderWorker(Worker):
         )
         watchdog = asyncio.create_task(self._loop_watchdog())
         try:
-            await self._check_persistence()
             while not self._done():
                 try:
                     await self._poll_iteration()
@@ -253,12 +254,11 @@ class HerderWorker(Worker):
             log.info("cannot read Redis persistence settings", error=str(exc))
             return
         if cfg.get("appendonly") != "yes" and not cfg.get("save"):
-            log.warning(
+            self.persistence_warning = (
                 "Redis persistence is off: pending jobs will be lost if Redis restarts; "
-                "enable AOF (appendonly yes, appendfsync everysec)",
-                appendonly=cfg.get("appendonly"),
-                save=cfg.get("save"),
+                "enable AOF (appendonly yes, appendfsync everysec)"
             )
+            log.warning(self.persistence_warning, appendonly=cfg.get("appendonly"), save=cfg.get("save"))
 
     async def _redis_down(self, exc: BaseException) -> None:
         metrics.REDIS_UP.labels(self.herder_queue).set(0)
@@ -324,6 +324,9 @@ class HerderWorker(Worker):
         return json.dumps({"fields": fields, "jobs": jobs})
 
     async def _poll_iteration(self) -> None:
+        if not self._persistence_checked:
+            await self._check_persistence()  # here, not at start-up: Redis may be down when we start
+            self._persistence_checked = True
         now = time.monotonic()
         if self.draining and self.drain_deadline is not None and now >= self.drain_deadline and self.running:
             log.warning("drain deadline reached: handing jobs back", jobs=list(self.running))
@@ -569,7 +572,8 @@ class HerderWorker(Worker):
             except OUTAGE_ERRORS as exc:
                 # The outcome is kept in memory and written once Redis is back; the lease fences it.
                 metrics.REDIS_ERRORS.labels(self.herder_queue).inc()
-                log.warning("cannot store job outcomes yet; retrying", jobs=len(batch), error=str(exc))
+                if delay == 0.1:
+                    log.warning("cannot store job outcomes yet; retrying", jobs=len(batch), error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except ResponseError as exc:
