@@ -67,6 +67,15 @@ class Running:
     ctx: JobContext
     started: float = field(default_factory=time.time)
     stop_reason: str | None = None  # why we cancelled it: cancelled | handback | lost
+    finishing: bool = False  # outcome computed and being written: never cancel it now
+
+    def stop(self, reason: str) -> bool:
+        """Cancel the task for `reason`, unless it is already stopping or writing its outcome."""
+        if self.stop_reason is not None or self.finishing:
+            return False
+        self.stop_reason = reason
+        self.task.cancel()
+        return True
 
 
 class HerderWorker(Worker):
@@ -229,9 +238,7 @@ class HerderWorker(Worker):
 
     def _hand_back_all(self) -> None:
         for r in self.running.values():
-            if r.stop_reason is None:
-                r.stop_reason = "handback"
-                r.task.cancel()
+            r.stop("handback")
 
     async def _leave(self) -> None:
         """Remove this worker from the registry on a clean exit."""
@@ -349,7 +356,7 @@ class HerderWorker(Worker):
             ],
         )
         self._redis_up()
-        jobs, redis_now, next_due, next_expiry, paused, draining, lost, cancels, _expired = res
+        jobs, redis_now, next_due, next_expiry, _paused, draining, lost, cancels, _expired = res
         if hb_due:
             self._next_hb = now + self.hb_interval
             await self._run_cron()
@@ -366,7 +373,7 @@ class HerderWorker(Worker):
                 self._burst_idle = st.ready + st.scheduled + st.waiting + st.active == 0
         if jobs and len(jobs) == want:
             return  # maybe more ready: claim again at once
-        await self._wait(free=want - len(jobs), paused=bool(int(paused)))
+        await self._wait(free=want - len(jobs))
 
     def _apply_control(self, draining: int, lost: list[str], cancels: list[str]) -> None:
         if draining and not self.draining:
@@ -380,19 +387,16 @@ class HerderWorker(Worker):
             self.exit_when_drained = draining == 2
         for jid in lost:
             r = self.running.get(jid)
-            if r and r.stop_reason is None:
+            if r and r.stop("lost"):
                 log.warning("lease lost: another worker owns this job now; stopping our copy", job=jid)
-                r.stop_reason = "lost"
-                r.task.cancel()
         for jid in cancels:
             r = self.running.get(jid)
-            if r and r.stop_reason is None:
+            if r and not r.finishing and r.stop_reason is None:
                 log.info("cancel requested", job=jid)
-                r.stop_reason = "cancelled"
                 r.ctx.cancel_event.set()
-                r.task.cancel()
+                r.stop("cancelled")
 
-    async def _wait(self, free: int, paused: bool) -> None:
+    async def _wait(self, free: int) -> None:
         """Sleep until there may be work: a wake token (new job), a control message, a free
         slot, the next scheduled job, a lease to reap, or the next heartbeat."""
         now = time.monotonic()
@@ -407,7 +411,7 @@ class HerderWorker(Worker):
         if self._done() or (self.stop_event.is_set() and self.stop_now):
             return
         self.slot_event.clear()
-        if free > 0 and not paused:
+        if free > 0:  # paused too: resume pushes wake tokens
             keys = [self.keyspace.wake, self.keyspace.control(self.worker_id)]
         else:
             keys = [self.keyspace.control(self.worker_id)]
@@ -496,6 +500,8 @@ class HerderWorker(Worker):
             data = self._error(ctx, "error", type(exc).__name__, str(exc), _tb(exc), started)
             hint = exc.delay if isinstance(exc, RetryableError) else None
             delay_ms = self._delay_ms(backoff_json, ctx.attempt, hint)
+        if ctx.job_id in self.running:
+            self.running[ctx.job_id].finishing = True
         elapsed = time.time() - started
         metrics.JOB_SECONDS.labels(self.herder_queue, ctx.task).observe(elapsed)
         final = await self._finish(ctx.job_id, token, outcome, data, delay_ms, reason)

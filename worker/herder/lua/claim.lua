@@ -109,8 +109,8 @@ if paused == 0 and draining == 0 and n > 0 then
     jobs[#jobs + 1] = {best, f[1], f[2], att, f[3], f[4], f[5]}
   end
 end
-if redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_READYC) == 0 then
-  redis.call('DEL', K_WAKE)  -- nothing to wake anyone for: drop stale tokens
+if paused == 1 or (redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_READYC) == 0) then
+  redis.call('DEL', K_WAKE)  -- nothing to wake anyone for (resume pushes fresh tokens)
   wakes = 0
 end
 flush_wakes()
