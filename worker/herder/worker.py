@@ -51,6 +51,7 @@ MAX_ERROR_MESSAGE = 2000
 TRACEBACK_TAIL_LINES = 20
 LOG_EVENTS_KEPT = 2000
 LOOP_BLOCK_THRESHOLD_S = 1.0
+PRECISE_WINDOW_S = 0.25
 
 
 def default_worker_id() -> str:
@@ -397,35 +398,44 @@ class HerderWorker(Worker):
                 r.stop("cancelled")
 
     async def _wait(self, free: int) -> None:
-        """Sleep until there may be work: a wake token (new job), a control message, a free
-        slot, the next scheduled job, a lease to reap, or the next heartbeat."""
+        """Sleep until there may be work. With free slots: block in Redis on the queue's wake
+        list and this worker's control list. With none: wait locally for a slot (control
+        messages then arrive with the next heartbeat). Either way wake for the next heartbeat,
+        scheduled job, reapable lease, or drain deadline."""
+        if self._done() or (self.stop_event.is_set() and self.stop_now):
+            return
         now = time.monotonic()
         deadlines = [self._next_hb]
-        if self._next_due is not None:
-            deadlines.append(self._next_due)
         if self._next_expiry is not None and self._healthy_since is not None:
             deadlines.append(max(self._next_expiry + 0.05, self._healthy_since + self.settings.lease_seconds))
         if self.draining and self.drain_deadline is not None:
             deadlines.append(self.drain_deadline)
-        timeout = max(0.005, min(deadlines) - now)
-        if self._done() or (self.stop_event.is_set() and self.stop_now):
-            return
-        self.slot_event.clear()
-        if free > 0:  # paused too: resume pushes wake tokens
+        coarse = max(0.005, min(deadlines) - now)
+        due = self._next_due - now if self._next_due is not None else None
+        timeout = min(coarse, due) if due is not None else coarse
+        waits = [asyncio.ensure_future(self.stop_event.wait())]
+        if free > 0 and not (due is not None and due <= timeout and due < PRECISE_WINDOW_S):
+            # Redis times out blocked clients only every ~100 ms, so a scheduled job's due time
+            # is approached in Redis until PRECISE_WINDOW_S before it, then with a local timer.
+            server_timeout = timeout - PRECISE_WINDOW_S / 2 if due is not None and due <= timeout else timeout
             keys = [self.keyspace.wake, self.keyspace.control(self.worker_id)]
+            waiter = asyncio.ensure_future(self.redis.blpop(keys, timeout=max(0.01, server_timeout)))
+            waits.append(waiter)
+            local_timeout = None
         else:
-            keys = [self.keyspace.control(self.worker_id)]
-        waiter = asyncio.ensure_future(self.redis.blpop(keys, timeout=timeout))
-        stop = asyncio.ensure_future(self.stop_event.wait())
-        slot = asyncio.ensure_future(self.slot_event.wait())
+            waiter = None
+            if free == 0:
+                self.slot_event.clear()
+                waits.append(asyncio.ensure_future(self.slot_event.wait()))
+            local_timeout = timeout
         try:
-            done, _ = await asyncio.wait({waiter, stop, slot}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, timeout=local_timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for f in (waiter, stop, slot):
+            for f in waits:
                 if not f.done():
                     f.cancel()
         self.stop_event.clear()
-        if waiter in done:
+        if waiter is not None and waiter in done:
             waiter.result()  # surfaces Redis errors to the outage handler
 
     # ---- running one job -----------------------------------------------------------------
