@@ -1,0 +1,150 @@
+"""TLS and Sentinel through settings, against a real redis-server (TLS build) and a real
+Sentinel process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from helpers import running_worker, wait_state
+from herder.client import HerderClient
+from herder.settings import HerderSettings
+from redis_proc import RedisProc, free_port
+
+
+def _certs(d: Path) -> tuple[Path, Path, Path]:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    d.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, crt = d / "ca.key", d / "ca.crt", d / "r.key", d / "r.csr", d / "r.crt"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=herder-test-ca",
+    )
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        "/CN=localhost",
+    )
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-out",
+        crt,
+        "-days",
+        "1",
+        "-extfile",
+        ext,
+    )
+    return ca, crt, key
+
+
+async def test_tls_connection(tmp_path: Path) -> None:
+    ca, crt, key = _certs(tmp_path / "tls")
+    tls_port = free_port()
+    proc = RedisProc(
+        tmp_path / "r",
+        extra=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(crt),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+        ],
+    ).start()
+    try:
+        s = HerderSettings(
+            redis_url=f"redis://127.0.0.1:{tls_port}/0", redis_tls=True, redis_tls_ca_certs=str(ca)
+        )
+        async with HerderClient(s) as c, running_worker(s):
+            r = await c.enqueue("default", "echo", {"over": "tls"})
+            assert (await wait_state(c, r.id, "succeeded")).result == {"over": "tls"}
+        # without TLS the TLS port does not talk
+        plain = HerderSettings(redis_url=f"redis://127.0.0.1:{tls_port}/0", redis_connect_timeout=1)
+        async with HerderClient(plain) as c:
+            with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+                await c.status("default")
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[tuple[RedisProc, int]]:
+    """A master and a real Sentinel monitoring it (as `herdermaster`)."""
+    master = RedisProc(tmp_path / "master").start()
+    sport = free_port()
+    sdir = tmp_path / "sentinel"
+    sdir.mkdir()
+    conf = sdir / "sentinel.conf"
+    conf.write_text(
+        f"port {sport}\nbind 127.0.0.1\ndir {sdir}\nsentinel monitor herdermaster 127.0.0.1 {master.port} 1\n"
+    )
+    proc = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis.Redis(port=sport).sentinel_get_master_addr_by_name("herdermaster"):
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, "sentinel did not come up"
+            time.sleep(0.1)
+        yield master, sport
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        master.stop()
+
+
+async def test_sentinel_connection(sentinel: tuple[RedisProc, int]) -> None:
+    master, sport = sentinel
+    s = HerderSettings(redis_sentinels=f"127.0.0.1:{sport}", redis_sentinel_master="herdermaster")
+    async with HerderClient(s) as c, running_worker(s):
+        r = await c.enqueue("default", "echo", {"via": "sentinel"})
+        assert (await wait_state(c, r.id, "succeeded")).result == {"via": "sentinel"}
+    assert redis.Redis(port=master.port).exists(f"herder:{{default}}:job:{r.id}")
