@@ -525,7 +525,8 @@ class HerderWorker(Worker):
             log.warning("result discarded: lease had moved to another worker", job=ctx.job_id)
         else:
             self.jobs_retried += 1
-        log.info(
+        # Successes are routine (debug); every other outcome is worth a line at info.
+        (log.debug if final == "succeeded" else log.info)(
             "job finished",
             job=ctx.job_id,
             task=ctx.task,
