@@ -436,7 +436,9 @@ class HerderWorker(Worker):
                     f.cancel()
         self.stop_event.clear()
         if waiter is not None and waiter in done:
-            waiter.result()  # surfaces Redis errors to the outage handler
+            popped = waiter.result()  # also surfaces Redis errors to the outage handler
+            if popped and popped[0] != self.keyspace.wake:
+                self._next_hb = 0.0  # a control message (drain, cancel): heartbeat now to read it
 
     # ---- running one job -----------------------------------------------------------------
 

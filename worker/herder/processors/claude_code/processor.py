@@ -1,0 +1,180 @@
+"""The `claude_code` processor: one headless Claude Code run in a fresh, sandboxed workspace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from herder.errors import PermanentError, RetryableError
+from herder.logs import get_logger
+from herder.processors.claude_code.classify import Verdict, classify
+from herder.processors.claude_code.command import build_argv
+from herder.processors.claude_code.payload import ClaudeCodePayload
+from herder.processors.claude_code.runner import RunOutcome, run_cli
+from herder.processors.claude_code.sandbox import (
+    Limits,
+    RunAs,
+    Workspace,
+    build_env,
+    check_env_names,
+    create_workspace,
+    first_untraversable,
+    keep_workspace,
+    new_marker,
+    protect_worker_process,
+    remove_workspace,
+    sweep_kept,
+)
+from herder.processors.claude_code.settings import ClaudeCodeSettings
+from herder.processors.claude_code.sources import materialize
+from herder.tasks import JobContext
+
+log = get_logger(__name__)
+
+
+def resolve_binary(name: str) -> str:
+    """The CLI's absolute path. A worker without it is misconfigured, which is no fault of the
+    job: RetryableError, so another worker (or this one, fixed) can take it."""
+    if os.sep in name:
+        path = Path(name)
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path.absolute())
+        raise RetryableError(f"Claude Code CLI not found or not executable at {name!r} (HERDER_CLAUDE_BIN)")
+    found = shutil.which(name)
+    if found is None:
+        raise RetryableError(
+            f"Claude Code CLI {name!r} not found on this worker's PATH (set HERDER_CLAUDE_BIN)"
+        )
+    return str(Path(found).absolute())
+
+
+class ClaudeCodeProcessor:
+    """Runs `claude -p --output-format stream-json --verbose` for a `ClaudeCodePayload`.
+
+    Returns the CLI's final `result` object (result, is_error, subtype, num_turns, duration_ms,
+    total_cost_usd, usage, session_id, ...). Raises PermanentError for failures a retry cannot
+    fix (authentication, invalid arguments, max turns/budget/timeout, a result with is_error)
+    and RetryableError for transient API failures and crashes of the CLI.
+    """
+
+    name = "claude_code"
+    Payload = ClaudeCodePayload
+
+    def __init__(self, settings: ClaudeCodeSettings | None = None) -> None:
+        self._settings = settings
+        self._protected = False
+        self._checked_roots: set[Path] = set()
+
+    @property
+    def settings(self) -> ClaudeCodeSettings:
+        # Read from the environment on first use, on the worker, not at import time.
+        if self._settings is None:
+            self._settings = ClaudeCodeSettings()
+        return self._settings
+
+    async def run(self, ctx: JobContext, payload: ClaudeCodePayload) -> dict[str, Any]:
+        s = self.settings
+        check_env_names(s, payload.env)
+        binary = resolve_binary(s.bin)
+        run_as = RunAs.for_worker(s)
+        if not run_as.drops and s.protect_worker and not self._protected:
+            self._protected = protect_worker_process()
+        await asyncio.to_thread(sweep_kept, s.workspace_root, s.keep_on_failure_seconds)
+        ws = await asyncio.to_thread(create_workspace, s.workspace_root, ctx.job_id, ctx.attempt, run_as)
+        self._check_reachable(ws, run_as)
+        succeeded = False
+        try:
+            await _publish(ctx, {"phase": "preparing", "workspace": payload.workspace.kind})
+            marker = new_marker(ctx.job_id, ctx.attempt)
+            env = build_env(s, payload.env, ws.home, ws.tmp, marker)
+            try:
+                async with asyncio.timeout(payload.timeout) as deadline:
+                    await materialize(payload.workspace, ws, s, run_as, env)
+                    outcome = await run_cli(
+                        build_argv(binary, payload),
+                        prompt=payload.prompt,
+                        cwd=ws.work,
+                        env=env,
+                        run_as=run_as,
+                        limits=Limits.from_settings(s),
+                        ctx=ctx,
+                        settings=s,
+                    )
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                reason = f"timed out after {payload.timeout:g} s (the payload's timeout)"
+                await _report(ctx, Verdict("permanent", reason), None)
+                raise PermanentError(reason + self._kept_note(ws)) from None
+            verdict = classify(
+                outcome.returncode,
+                outcome.result,
+                outcome.stderr_tail,
+                outcome.summary.errors,
+                outcome.summary.last_error_status,
+            )
+            await _report(ctx, verdict, outcome)
+            if verdict.kind == "ok":
+                succeeded = True
+                assert outcome.result is not None
+                return dict(outcome.result)
+            log.info("claude_code run failed", job=ctx.job_id, kind=verdict.kind, reason=verdict.reason)
+            if verdict.kind == "permanent":
+                raise PermanentError(verdict.reason + self._kept_note(ws))
+            raise RetryableError(f"{verdict.kind}: {verdict.reason}{self._kept_note(ws)}")
+        finally:
+            await self._cleanup(ws, succeeded)
+
+    def _check_reachable(self, ws: Workspace, run_as: RunAs) -> None:
+        # A root under a private directory (e.g. /root/...) still lets the CLI start, but its
+        # HOME and TMPDIR are unusable: say so once instead of letting it fail obscurely.
+        if not run_as.drops or ws.path.parent in self._checked_roots:
+            return
+        self._checked_roots.add(ws.path.parent)
+        blocked = first_untraversable(ws.home, run_as.uid or 0, run_as.gid if run_as.gid is not None else -1)
+        if blocked is not None:
+            log.warning(
+                "claude_code: workspace root not reachable by the run uid; HOME and TMPDIR will not work",
+                uid=run_as.uid,
+                blocked=str(blocked),
+                hint="put HERDER_CLAUDE_WORKSPACE_ROOT under a directory with o+x (e.g. /tmp or /var/lib)",
+            )
+
+    def _kept_note(self, ws: Workspace) -> str:
+        keep = self.settings.keep_on_failure_seconds
+        return f" (workspace kept {keep:g} s at {ws.path})" if keep > 0 else ""
+
+    async def _cleanup(self, ws: Workspace, succeeded: bool) -> None:
+        try:
+            if succeeded or self.settings.keep_on_failure_seconds <= 0:
+                await asyncio.to_thread(remove_workspace, ws)
+            else:
+                keep_workspace(ws)  # synchronous: it must happen even when we are being cancelled
+        except OSError as exc:
+            log.warning("claude_code: workspace cleanup failed", path=str(ws.path), error=str(exc))
+
+
+async def _report(ctx: JobContext, verdict: Verdict, outcome: RunOutcome | None) -> None:
+    """The last progress update: the outcome, cost and turns, for `herder job ID` and the dashboard."""
+    data: dict[str, Any] = {"phase": "succeeded" if verdict.ok else "failed"}
+    if outcome is not None:
+        data.update(outcome.summary.as_progress())
+        data.update(
+            returncode=outcome.returncode,
+            stdout_bytes=outcome.stats.stdout_bytes,
+            dropped_bytes=outcome.stats.dropped_bytes,
+        )
+    if not verdict.ok:
+        data.update(failure=verdict.kind, reason=verdict.reason)
+    await _publish(ctx, data)
+
+
+async def _publish(ctx: JobContext, data: dict[str, Any]) -> None:
+    # Progress is for people watching: failing to store it must not fail the run.
+    try:
+        await ctx.progress(data)
+    except Exception as exc:
+        log.warning("claude_code: progress not published", job=ctx.job_id, error=str(exc))

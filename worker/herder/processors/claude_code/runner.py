@@ -1,0 +1,257 @@
+"""Run the CLI once: spawn it sandboxed, write the prompt to its stdin, stream its stdout into
+progress and the event log, and make sure nothing it started outlives it.
+
+Memory per run is bounded whatever the child prints: lines longer than `max_line_bytes` are
+dropped whole; past `max_output_bytes` lines are only counted (except a `result` line); the
+event log stops growing at `max_log_bytes`; stderr keeps a tail. The pipe is always drained so
+the child never blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from herder.errors import RetryableError
+from herder.logs import get_logger
+from herder.processors.claude_code.sandbox import MARKER_ENV, Limits, ProcessGroup, RunAs, spawn
+from herder.processors.claude_code.settings import ClaudeCodeSettings
+from herder.processors.claude_code.stream import LineSplitter, Summary, extract_result, fold, parse_line
+from herder.tasks import JobContext
+
+log = get_logger(__name__)
+
+READ_CHUNK = 64 * 1024
+NON_JSON_LINES_LOGGED = 20
+_RESULT_TAG = b'"type":"result"'
+
+
+@dataclass
+class OutputStats:
+    stdout_bytes: int = 0
+    lines: int = 0
+    non_json_lines: int = 0
+    oversize_lines: int = 0
+    dropped_bytes: int = 0  # oversize lines, and everything past max_output_bytes
+    logged_events: int = 0
+    logged_bytes: int = 0
+    unlogged_events: int = 0  # past max_log_bytes
+    stderr_bytes: int = 0
+    pipe_held_open: bool = False  # something that escaped the kill kept stdout open
+    stragglers_killed: bool = False  # processes were still running after the CLI exited
+
+
+@dataclass
+class RunOutcome:
+    returncode: int | None
+    result: dict[str, Any] | None
+    summary: Summary
+    stderr_tail: str
+    stats: OutputStats
+
+
+class _Run:
+    """The state of one CLI run while it streams."""
+
+    def __init__(self, ctx: JobContext, settings: ClaudeCodeSettings) -> None:
+        self.ctx = ctx
+        self.s = settings
+        self.summary = Summary()
+        self.result: dict[str, Any] | None = None
+        self.stats = OutputStats()
+        self.stderr_tail = b""
+        self._pending: list[dict[str, Any]] = []
+        self._log_truncated = False
+        self._dirty = True
+        self._last_progress = 0.0
+        self._wake = asyncio.Event()
+        self.phase = "starting"
+
+    # ---- output handling (no I/O) ----
+
+    def on_line(self, line: bytes) -> None:
+        self.stats.lines += 1
+        if self.stats.stdout_bytes > self.s.max_output_bytes and _RESULT_TAG not in line:
+            self.stats.dropped_bytes += len(line) + 1
+            return
+        event = parse_line(line)
+        if event is None:
+            self.stats.non_json_lines += 1
+            if self.stats.non_json_lines <= NON_JSON_LINES_LOGGED and line.strip():
+                text = line[:500].decode("utf-8", "replace")
+                self._log_event({"type": "herder", "subtype": "non_json_line", "text": text}, len(text) + 64)
+            return
+        self.summary = fold(self.summary, event)
+        self._dirty = True
+        result = extract_result(event)
+        if result is not None:
+            self.result = result
+        self._log_event(event, len(line))
+
+    def _log_event(self, event: dict[str, Any], size: int) -> None:
+        if self.stats.logged_bytes + size > self.s.max_log_bytes:
+            self.stats.unlogged_events += 1
+            if not self._log_truncated:
+                self._log_truncated = True
+                self._pending.append(
+                    {"type": "herder", "subtype": "log_truncated", "max_log_bytes": self.s.max_log_bytes}
+                )
+            return
+        self.stats.logged_bytes += size
+        self.stats.logged_events += 1
+        self._pending.append(event)
+        if len(self._pending) >= self.s.log_batch_events:
+            self._wake.set()
+
+    def log_now(self, event: dict[str, Any]) -> None:
+        """Queue an event of our own for the log, outside the output cap (it is small)."""
+        self._pending.append(event)
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            **self.summary.as_progress(),
+            "stdout_bytes": self.stats.stdout_bytes,
+            "dropped_bytes": self.stats.dropped_bytes,
+        }
+
+    # ---- I/O ----
+
+    async def feed(self, stdin: asyncio.StreamWriter, prompt: bytes) -> None:
+        try:
+            stdin.write(prompt)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child exited or closed stdin: its exit status tells the story
+        finally:
+            stdin.close()  # EOF: the CLI starts once it has the whole prompt
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await stdin.wait_closed()
+
+    async def read_stdout(self, stream: asyncio.StreamReader) -> None:
+        splitter = LineSplitter(self.s.max_line_bytes)
+        try:
+            while chunk := await stream.read(READ_CHUNK):
+                self.stats.stdout_bytes += len(chunk)
+                for line in splitter.feed(chunk):
+                    self.on_line(line)
+            for line in splitter.flush():
+                self.on_line(line)
+        finally:
+            self.stats.oversize_lines = splitter.oversize_lines
+            self.stats.dropped_bytes += splitter.oversize_bytes
+
+    async def read_stderr(self, stream: asyncio.StreamReader) -> None:
+        cap = self.s.stderr_tail_bytes
+        tail = bytearray()
+        try:
+            while chunk := await stream.read(READ_CHUNK):
+                self.stats.stderr_bytes += len(chunk)
+                tail += chunk
+                if len(tail) > 2 * cap:
+                    del tail[:-cap]
+        finally:
+            self.stderr_tail = bytes(tail[-cap:])
+
+    async def publish_loop(self) -> None:
+        interval = self.s.progress_interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self._dirty and (final or now - self._last_progress >= self.s.progress_interval_seconds):
+            self._dirty = False
+            self._last_progress = now
+            await _advisory(self.ctx.progress, self.progress())
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await _advisory(self.ctx.log, batch)
+
+
+async def _advisory(fn: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+    # Progress and logs are for people watching; a failure to store them must not fail the run.
+    try:
+        await fn(arg)
+    except Exception as exc:
+        log.warning("claude_code: progress/log not published", error=f"{type(exc).__name__}: {exc}")
+
+
+async def run_cli(
+    argv: list[str],
+    *,
+    prompt: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    run_as: RunAs,
+    limits: Limits,
+    ctx: JobContext,
+    settings: ClaudeCodeSettings,
+) -> RunOutcome:
+    """Run the CLI to completion and report what it printed and how it exited.
+
+    On cancellation (the worker's timeout, a cancel, the drain deadline) the whole process group
+    is terminated — SIGTERM, then SIGKILL after the grace period — before CancelledError goes on.
+    """
+    run = _Run(ctx, settings)
+    try:
+        child = await spawn(
+            argv, cwd=cwd, env=env, run_as=run_as, limits=limits, stdin=asyncio.subprocess.PIPE
+        )
+    except OSError as exc:
+        raise RetryableError(f"cannot start the Claude Code CLI {argv[0]!r}: {exc}") from None
+    proc = child.proc
+    group = ProcessGroup(proc.pid, env.get(MARKER_ENV), run_as.effective_uid)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    run.phase = "running"
+    feeder = asyncio.create_task(run.feed(proc.stdin, prompt.encode("utf-8")))
+    out_reader = asyncio.create_task(run.read_stdout(proc.stdout))
+    err_reader = asyncio.create_task(run.read_stderr(proc.stderr))
+    publisher = asyncio.create_task(run.publish_loop())
+    tasks = (feeder, out_reader, err_reader, publisher)
+    try:
+        returncode = await child.wait()
+        # The CLI is gone. Anything it left running goes too, which also closes the pipes.
+        run.stats.stragglers_killed = bool(group.members())
+        await group.terminate(settings.kill_grace_seconds)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(out_reader, err_reader), timeout=settings.kill_grace_seconds + 5
+            )
+        except TimeoutError:
+            run.stats.pipe_held_open = True
+    except BaseException:
+        await group.terminate(settings.kill_grace_seconds, child)
+        raise
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    run.phase = "exited"
+    run.mark_dirty()
+    if run.stderr_tail.strip():
+        # The CLI's last words, for `herder job ID`: a crash rarely explains itself on stdout.
+        tail = run.stderr_tail[-4096:].decode("utf-8", "replace")
+        run.log_now({"type": "herder", "subtype": "stderr", "returncode": returncode, "tail": tail})
+    await run.flush(final=True)
+    stats = asdict(run.stats)
+    if run.stats.dropped_bytes or run.stats.unlogged_events or run.stats.pipe_held_open:
+        log.warning("claude_code: output capped", job=ctx.job_id, **stats)
+    return RunOutcome(
+        returncode=returncode,
+        result=run.result,
+        summary=run.summary,
+        stderr_tail=run.stderr_tail.decode("utf-8", "replace"),
+        stats=run.stats,
+    )
