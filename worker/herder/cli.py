@@ -410,6 +410,28 @@ def worker(
     raise typer.Exit(run_worker(w))
 
 
+@app.command("metrics")
+def metrics_cmd(
+    queues: Annotated[
+        list[str] | None, typer.Argument(help="Queues to export (default: every known queue)")
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve /metrics on")] = 9100,
+    addr: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    redis_url: RedisUrl = None,
+) -> None:
+    """Serve queue metrics (depth by state, workers, capacity, events) for Prometheus."""
+    from herder.queue_metrics import serve
+
+    configure()
+    settings = settings_for(redis_url)
+    try:
+        serve(settings, queues or None, port, addr=addr)
+    except InvalidInput as exc:
+        fail(2, str(exc))
+    except OSError as exc:
+        fail(1, f"cannot listen on {addr}:{port}: {exc}")
+
+
 @app.command()
 def up(
     file: Annotated[str, typer.Option("--file", "-f", help="TaskQueue YAML")],
