@@ -1,0 +1,281 @@
+"""The TaskQueue resource as pydantic models: the single source of the CRD schema (see crd.py).
+
+Conventions follow the Kubernetes API: camelCase field names, integers for counts, percentages
+and seconds (no floats in a spec), optional fields omitted rather than null.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "herder.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TaskQueue"
+PLURAL = "taskqueues"
+SINGULAR = "taskqueue"
+SHORT_NAMES = ["tq"]
+
+# Same rule as herder.keys.QUEUE_RE, repeated so the CRD carries it (the drift test checks both agree).
+QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+REDIS_URL_PATTERN = r"^(redis|rediss|unix)://"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", validate_by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        """The Kubernetes form: camelCase keys, unset optionals left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class SecretRef(_Model):
+    """A Secret in the TaskQueue's namespace holding Redis credentials (ACL user and password)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    username_key: str = Field(default="username", min_length=1, max_length=253)
+    password_key: str = Field(default="password", min_length=1, max_length=253)
+    url_key: str | None = Field(
+        default=None, min_length=1, max_length=253, description="Key holding the Redis URL (overrides url)."
+    )
+
+
+class RedisTLS(_Model):
+    """TLS to Redis. `rediss://` URLs turn it on as well."""
+
+    enabled: bool = False
+    secret_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Secret with ca.crt (and tls.crt/tls.key for client certificates), mounted into workers.",
+    )
+    check_hostname: bool = True
+
+
+class RedisSpec(_Model):
+    """How workers and the operator reach Redis."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.url) || (has(self.secretRef) && has(self.secretRef.urlKey))",
+                    "message": "set redis.url or redis.secretRef.urlKey",
+                }
+            ]
+        }
+    )
+
+    url: str | None = Field(default=None, max_length=2048, pattern=REDIS_URL_PATTERN)
+    secret_ref: SecretRef | None = None
+    tls: RedisTLS | None = None
+    key_prefix: str | None = Field(default=None, max_length=64, pattern=r"^[^{}\s]+$")
+
+    @model_validator(mode="after")
+    def _has_url(self) -> RedisSpec:
+        if self.url is None and (self.secret_ref is None or self.secret_ref.url_key is None):
+            raise ValueError("set redis.url or redis.secretRef.urlKey")
+        return self
+
+
+class EnvVar(_Model):
+    name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(default=None, description="As in a container's env.")
+
+
+class Resources(_Model):
+    requests: dict[str, int | str] = Field(default_factory=dict)
+    limits: dict[str, int | str] = Field(default_factory=dict)
+
+
+class WorkerSpec(_Model):
+    """The worker pods: the essentials, or a full podTemplate whose first container runs the worker."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=1024)
+    image_pull_policy: str | None = Field(default=None, pattern=r"^(Always|IfNotPresent|Never)$")
+    app: str | None = Field(
+        default=None, min_length=1, max_length=512, description="Task module (module or module:attr)."
+    )
+    concurrency: int = Field(default=10, ge=1, le=10_000, description="Tasks one worker runs at once.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    resources: Resources | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+    service_account_name: str | None = Field(default=None, max_length=253)
+    capabilities: list[Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Capabilities the workers offer (jobs may require them).",
+    )
+    metrics_port: int = Field(default=9100, ge=1024, le=65535)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_template: dict[str, Any] | None = Field(
+        default=None,
+        description="A full PodTemplateSpec; the operator fills the worker command, env and labels.",
+    )
+
+
+class ScaleUp(_Model):
+    stabilization_seconds: int = Field(
+        default=0, ge=0, le=3600, description="Scale up to the lowest recommendation of this window."
+    )
+    max_step: int | None = Field(default=None, ge=1, le=1000, description="Most replicas added per step.")
+    cooldown_seconds: int = Field(default=0, ge=0, le=3600, description="Minimum time between scale-ups.")
+
+
+class ScaleDown(_Model):
+    stabilization_seconds: int = Field(
+        default=60, ge=0, le=3600, description="Scale down to the highest recommendation of this window."
+    )
+    max_step: int | None = Field(default=None, ge=1, le=1000, description="Most replicas removed per step.")
+    cooldown_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=86_400,
+        description="No scale-down sooner than this after any scaling; "
+        "scale to zero only after the queue was idle this long.",
+    )
+
+
+class TaskQueueSpec(_Model):
+    """A Herder queue and the workers that serve it, autoscaled by queue depth."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "minReplicas must be <= maxReplicas",
+                },
+                {
+                    "rule": "has(self.worker.image) || has(self.worker.podTemplate)",
+                    "message": "set worker.image or worker.podTemplate",
+                },
+                {"rule": "self.queue == oldSelf.queue", "message": "queue is immutable"},
+            ]
+        }
+    )
+
+    queue: str = Field(pattern=QUEUE_PATTERN, description="The Herder queue name.")
+    redis: RedisSpec
+    worker: WorkerSpec
+    min_replicas: int = Field(default=0, ge=0, le=1000, description="0 allows scale to zero.")
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    target_utilization: int = Field(
+        default=80, ge=1, le=100, description="Percent of worker capacity to aim for."
+    )
+    scale_up: ScaleUp = Field(default_factory=ScaleUp)
+    scale_down: ScaleDown = Field(default_factory=ScaleDown)
+    poll_interval_seconds: int = Field(default=5, ge=1, le=300)
+    drain_timeout_seconds: int = Field(
+        default=600, ge=0, le=86_400, description="Time a removed worker gets to finish its tasks."
+    )
+    paused: bool = Field(default=False, description="Stop scaling; replicas stay as they are.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TaskQueueSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        if self.worker.image is None and self.worker.pod_template is None:
+            raise ValueError("set worker.image or worker.podTemplate")
+        return self
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+class ConditionType(StrEnum):
+    ready = "Ready"
+    redis_reachable = "RedisReachable"
+    scaling = "Scaling"
+    degraded = "Degraded"
+
+
+class Phase(StrEnum):
+    pending = "Pending"
+    ready = "Ready"
+    scaling = "Scaling"
+    paused = "Paused"
+    degraded = "Degraded"
+    invalid = "Invalid"
+
+
+class Condition(_Model):
+    type: str
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32_768)
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class WorkerCounts(_Model):
+    ready: int = 0
+    draining: int = 0
+
+
+class TaskQueueStatus(_Model):
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    ready: int | None = Field(default=None, description="Jobs due now.")
+    scheduled: int | None = None
+    waiting: int | None = None
+    active: int | None = None
+    dead: int | None = None
+    workers: WorkerCounts | None = None
+    replicas: int | None = Field(default=None, description="Current replicas (including draining).")
+    desired_replicas: int | None = None
+    last_scale_time: str | None = None
+    last_scale_reason: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class TaskQueue(_Model):
+    """A whole TaskQueue document (for `herder up` and tests)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=API_VERSION, pattern=f"^{API_VERSION}$")
+    kind: str = Field(default=KIND, pattern=f"^{KIND}$")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: TaskQueueSpec
+    status: TaskQueueStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or self.spec.queue)
+
+
+def spec_errors(exc: ValidationError) -> str:
+    """A one-line message naming each bad field by its spec path, for conditions and Events."""
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"spec.{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_spec(raw: dict[str, Any]) -> TaskQueueSpec:
+    return TaskQueueSpec.model_validate(raw)
+
+
+def load_taskqueue(path: str | Path) -> TaskQueue:
+    """Read the first TaskQueue document of a YAML file."""
+    for doc in yaml.safe_load_all(Path(path).read_text()):
+        if isinstance(doc, dict) and doc.get("kind") == KIND:
+            return TaskQueue.model_validate(doc)
+    raise ValueError(f"{path}: no document of kind {KIND}")
