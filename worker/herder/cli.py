@@ -433,6 +433,27 @@ def metrics_cmd(
 
 
 @app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    redis_url: RedisUrl = None,
+    app_spec: AppOpt = None,
+) -> None:
+    """Serve the web dashboard (operations need HERDER_DASHBOARD_TOKEN when it is set)."""
+    import uvicorn
+
+    from herder.dashboard import create_app
+
+    configure()
+    settings = settings_for(redis_url)
+    try:
+        tasks = load_taskset(app_spec)
+    except InvalidInput as exc:
+        fail(2, str(exc))
+    uvicorn.run(create_app(settings, tasks), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def up(
     file: Annotated[str, typer.Option("--file", "-f", help="TaskQueue YAML")],
     redis_url: Annotated[
