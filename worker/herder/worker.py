@@ -543,6 +543,8 @@ class HerderWorker(Worker):
         self.running.pop(job_id, None)
         self.tasks.pop(job_id, None)
         metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
+        if self.draining and not self.running:
+            self._next_hb = 0.0  # report "drained" now: the operator waits for it to scale down
         self.slot_event.set()
 
     def _error(self, ctx: JobContext, kind: str, etype: str, message: str, tb: str, started: float) -> str:
