@@ -104,23 +104,7 @@ def test_burst_scales_up_and_back_down(cluster: None) -> None:
             seen = 0
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                seen = max(
-                    seen,
-                    int(
-                        kubectl(
-                            "-n",
-                            NS,
-                            "get",
-                            "deployment",
-                            "-l",
-                            "herder.dev/taskqueue=e2e",
-                            "-o",
-                            "jsonpath={.items[0].spec.replicas}",
-                            check=False,
-                        )
-                        or 0
-                    ),
-                )
+                seen = max(seen, deployment_replicas())
                 st = await c.status("e2e")
                 if st.ready + st.active == 0 and st.counters.get("succeeded", 0) == 40:
                     break
@@ -130,23 +114,7 @@ def test_burst_scales_up_and_back_down(cluster: None) -> None:
                 j = await c.get_job(f"k{i}", "e2e")
                 assert j.state == "succeeded" and j.attempts == 1
             while time.monotonic() < deadline:
-                if (
-                    int(
-                        kubectl(
-                            "-n",
-                            NS,
-                            "get",
-                            "deployment",
-                            "-l",
-                            "herder.dev/taskqueue=e2e",
-                            "-o",
-                            "jsonpath={.items[0].spec.replicas}",
-                            check=False,
-                        )
-                        or 0
-                    )
-                    == 0
-                ):
+                if deployment_replicas() == 0:
                     return
                 await asyncio.sleep(2)
             raise AssertionError("replicas did not return to 0")
