@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,38 @@ async def test_persistence_check_warns_when_off(settings: HerderSettings, tmp_pa
             assert w.persistence_warning is None
     finally:
         aof.stop()
+
+
+async def test_sigterm_after_a_redis_drain_counts_the_timeout_from_the_drain(
+    worker_env: dict[str, str], client: HerderClient
+) -> None:
+    w = WorkerProc(worker_env, "pod-1", concurrency=1, drain_timeout=4)
+    try:
+        r = await client.enqueue("default", "sleep", {"seconds": 60})
+        await wait_state(client, r.id, "active")
+        await client.drain_worker("default", "pod-1", exit=False)  # the operator drains first...
+        await wait_for(lambda: client.status("default"), lambda s: s.workers and s.workers[0].draining)
+        await asyncio.sleep(4.5)  # ...the drain timeout passes...
+        signalled = time.time()
+        w.signal(signal.SIGTERM)  # ...then the pod is deleted: no second full timeout
+        assert await asyncio.to_thread(w.wait, 30) == 0
+        j = await client.get_job(r.id)
+        assert j.state == "ready" and j.errors[-1].kind == "handed_back"
+        handed_back_at = j.errors[-1].ended_at
+        assert handed_back_at is not None and handed_back_at - signalled < 2.5  # a fresh timeout would be 4 s
+    finally:
+        w.stop()
+
+
+async def test_drain_request_resets_a_stale_drained_flag(settings: HerderSettings) -> None:
+    async with HerderClient(settings) as c, running_worker(settings, name="reused", concurrency=1):
+        await wait_for(lambda: c.status("default"), lambda s: len(s.workers) == 1)
+        await c.drain_worker("default", "reused", exit=False)
+        await wait_for(lambda: c.status("default"), lambda s: s.workers[0].drained)
+        await c.undrain_worker("default", "reused")
+        r = await c.enqueue("default", "sleep", {"seconds": 30})
+        await wait_state(c, r.id, "active")
+        await c.drain_worker("default", "reused", exit=False)
+        st = await c.status("default")
+        assert st.workers[0].draining and not st.workers[0].drained  # busy: not removable
+        await c.cancel(r.id)

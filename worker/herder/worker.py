@@ -132,6 +132,7 @@ class HerderWorker(Worker):
         self.drain_source: str | None = None  # "signal" or "redis"
         self.exit_when_drained = False
         self.drain_deadline: float | None = None
+        self._drain_started: float | None = None
         self.stop_event = asyncio.Event()
         self.slot_event = asyncio.Event()
         self.stop_now = False
@@ -229,10 +230,14 @@ class HerderWorker(Worker):
             log.info(
                 "draining on signal", signal=sig, in_flight=len(self.running), timeout_s=self.drain_timeout
             )
+            # Already draining on request (the operator drains, then deletes the pod): the
+            # timeout counts from when the drain began, not from the signal.
+            started = self._drain_started if self.draining and self._drain_started else time.monotonic()
             self.draining = True
+            self._drain_started = started
             self.drain_source = "signal"
             self.exit_when_drained = True
-            self.drain_deadline = time.monotonic() + self.drain_timeout
+            self.drain_deadline = started + self.drain_timeout
             self._next_hb = 0.0  # tell the registry now
         self.stop_event.set()
         self.slot_event.set()
@@ -380,10 +385,12 @@ class HerderWorker(Worker):
         if draining and not self.draining:
             log.info("draining on request", worker=self.worker_id, in_flight=len(self.running))
             self.draining, self.drain_source = True, "redis"
+            self._drain_started = time.monotonic()
             self._next_hb = 0.0
         elif not draining and self.draining and self.drain_source == "redis":
             log.info("drain cancelled", worker=self.worker_id)
             self.draining, self.drain_source, self.exit_when_drained = False, None, False
+            self._drain_started = None
         if self.drain_source == "redis":
             self.exit_when_drained = draining == 2
         for jid in lost:
