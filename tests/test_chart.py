@@ -324,7 +324,6 @@ def test_image_digest_wins(all_on_docs: list[dict[str, Any]]) -> None:
 EXPECTED_RULES = {
     ("herder.dev", "taskqueues"): {"get", "list", "watch", "patch"},
     ("herder.dev", "taskqueues/status"): {"get", "patch", "update"},
-    ("herder.dev", "taskqueues/scale"): {"get", "patch", "update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "pods"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create", "patch"},

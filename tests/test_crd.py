@@ -29,6 +29,9 @@ VALID: dict[str, Any] = {
 def test_committed_crd_matches_the_model() -> None:
     committed = (ROOT / "crds" / "taskqueue.yaml").read_text()
     assert committed == crd.render(), "crds/taskqueue.yaml drifted: run python -m herder_operator.crd"
+    chart = ROOT / "charts" / "herder" / "crds" / "taskqueue.yaml"
+    if chart.exists():
+        assert chart.read_text() == committed, f"{chart} drifted: run python -m herder_operator.crd"
 
 
 def test_check_mode_reports_drift(tmp_path: Path) -> None:

@@ -241,3 +241,13 @@ def test_constant_load_converges() -> None:
     spec = make_spec(maxReplicas=8)
     desired = [d.desired for d in step_sim(spec, 12, 8, 8, 120)]
     assert desired[-1] == 4 and desired == sorted(desired, reverse=True)
+
+
+def test_replicas_without_a_pod_go_before_any_worker() -> None:
+    spec = make_spec(minReplicas=1, scaleDown={"stabilizationSeconds": 0, "cooldownSeconds": 0})
+    obs = Observation(ready=0, active=0, workers=(WorkerView("a", 0),))
+    d = decide(spec, obs, History(replicas=3), 100.0)
+    assert (d.current, d.desired, d.drain) == (3, 1, ())
+    unregistered = (WorkerView("a", 2), WorkerView("b", registered=False), WorkerView("c", 0))
+    d = decide(spec, Observation(0, 2, unregistered), History(replicas=3), 100.0)
+    assert d.desired == 1 and d.drain == ("b", "c")

@@ -1,7 +1,7 @@
 """Generate the TaskQueue CRD from the pydantic models (the models are the single source).
 
-    python -m herder_operator.crd            # writes crds/taskqueue.yaml
-    python -m herder_operator.crd --check    # exits 1 when the committed file has drifted
+    python -m herder_operator.crd            # writes crds/taskqueue.yaml and the Helm chart's copy
+    python -m herder_operator.crd --check    # exits 1 when either committed file has drifted
 
 pydantic emits JSON Schema (2020-12); Kubernetes wants a *structural* OpenAPI v3 subset:
 no $ref, no null types, no `additionalProperties` beside `properties`, int-or-string as an
@@ -28,7 +28,9 @@ from herder_operator.spec import (
     TaskQueueStatus,
 )
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "crds" / "taskqueue.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PATH = ROOT / "crds" / "taskqueue.yaml"
+CHART_PATH = ROOT / "charts" / "herder" / "crds" / "taskqueue.yaml"  # Helm installs CRDs from here
 
 _DROP = {"title", "$defs"}
 
@@ -153,18 +155,26 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--output", "-o", type=Path, default=DEFAULT_PATH)
-    parser.add_argument("--check", action="store_true", help="fail when the file differs")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        action="append",
+        help="file to write (default: crds/ and the chart's copy)",
+    )
+    parser.add_argument("--check", action="store_true", help="fail when a file differs")
     args = parser.parse_args(argv)
+    outputs: list[Path] = args.output or [DEFAULT_PATH, *([CHART_PATH] if CHART_PATH.parent.is_dir() else [])]
     text = render()
+    stale = [p for p in outputs if not p.exists() or p.read_text() != text]
     if args.check:
-        if not args.output.exists() or args.output.read_text() != text:
-            print(f"{args.output} is out of date: run python -m herder_operator.crd", file=sys.stderr)
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
+        for p in stale:
+            print(f"{p} is out of date: run python -m herder_operator.crd", file=sys.stderr)
+        return 1 if stale else 0
+    for p in outputs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        print(f"wrote {p}")
     return 0
 
 

@@ -174,7 +174,9 @@ def decide(spec: TaskQueueSpec, obs: Observation | None, history: History, now: 
     drain: tuple[str, ...] = ()
     undrain: tuple[str, ...] = ()
     if scaled_down:
-        drain = choose_drain(obs.workers, current - desired)
+        # Replicas whose pod/process does not exist yet go first: removing them costs nothing.
+        unborn = max(0, replicas - len(obs.workers))
+        drain = choose_drain(obs.workers, current - desired - unborn)
     elif scaled_up:
         undrain = choose_undrain(obs.workers, desired - current)
 

@@ -1,0 +1,237 @@
+"""kopf handlers, kept thin: they translate events into calls on the Reconciler and write status,
+conditions and Kubernetes Events.
+
+    kopf run -m herder_operator.handlers --all-namespaces --peering herder-operator
+
+One timer per TaskQueue runs the reconcile loop; peering (mandatory) makes sure that of two
+operator replicas only one acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import SecretStr, ValidationError
+
+from herder.client import HerderClient
+from herder.settings import HerderSettings
+from herder_operator.pools.kubernetes import KubernetesPool
+from herder_operator.reconciler import Reconciler, invalid_status, status_of
+from herder_operator.spec import GROUP, PLURAL, VERSION, Condition, TaskQueueSpec, spec_errors
+
+log = logging.getLogger(__name__)
+PEERING_NAME = "herder-operator"
+TIMER_INTERVAL = 1.0  # the timer ticks every second; spec.pollIntervalSeconds decides when to step
+
+
+@dataclass
+class Runtime:
+    """Per-TaskQueue state that lives as long as the operator process."""
+
+    reconciler: Reconciler
+    pool: KubernetesPool
+    client: HerderClient
+    settings_key: tuple[Any, ...]
+    next_step: float = 0.0
+    tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+
+
+RUNTIMES: dict[str, Runtime] = {}  # by TaskQueue uid
+
+
+def _api() -> Any:
+    import kubernetes
+
+    return kubernetes.client.ApiClient()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    if settings.peering.name == "default":
+        settings.peering.name = PEERING_NAME
+    settings.peering.mandatory = True  # two replicas must never both scale the same queue
+    settings.posting.level = logging.WARNING  # our own Events cover decisions; kopf posts errors
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.watching.server_timeout = 300
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for key in list(RUNTIMES):
+        await RUNTIMES.pop(key).close()
+
+
+def _conditions(status: Any) -> list[Condition]:
+    out = []
+    for raw in (status or {}).get("conditions", []) or []:
+        try:
+            out.append(Condition.model_validate(raw))
+        except ValidationError:
+            continue
+    return out
+
+
+def _parse(spec: Any, body: Any, patch: Any, status: Any, meta: Any) -> TaskQueueSpec | None:
+    """Validate; on failure report it (condition + Event) and return None so nothing acts."""
+    try:
+        return TaskQueueSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        message = spec_errors(exc)
+        already = (status or {}).get("phase") == "Invalid"
+        if already and (status or {}).get("observedGeneration") == meta.get("generation"):
+            return None  # reported once per generation, not on every timer tick
+        st = invalid_status(message, _conditions(status), meta.get("generation"), time.time())
+        patch.status.update(st.dump())
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        return None
+
+
+async def _settings_for(spec: TaskQueueSpec, namespace: str) -> tuple[HerderSettings, Any]:
+    """Redis settings for the operator's own client, with credentials read from the Secret."""
+    r = spec.redis
+    values: dict[str, Any] = {"redis_url": r.url, "redis_connect_timeout": 2.0}
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if r.key_prefix:
+        values["key_prefix"] = r.key_prefix
+    core = None
+    if r.secret_ref is not None or (r.tls is not None and r.tls.secret_name):
+        from kubernetes import client as k8s
+
+        core = k8s.CoreV1Api(_api())
+    if r.secret_ref is not None and core is not None:
+        secret = await asyncio.to_thread(core.read_namespaced_secret, r.secret_ref.name, namespace)
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        if r.secret_ref.url_key:
+            values["redis_url"] = data[r.secret_ref.url_key]
+        if r.secret_ref.username_key in data:
+            values["redis_username"] = data[r.secret_ref.username_key]
+        if r.secret_ref.password_key in data:
+            values["redis_password"] = SecretStr(data[r.secret_ref.password_key])
+    if r.tls is not None and r.tls.enabled:
+        values["redis_tls"] = True
+        values["redis_tls_check_hostname"] = r.tls.check_hostname
+        if r.tls.secret_name and core is not None:
+            secret = await asyncio.to_thread(core.read_namespaced_secret, r.tls.secret_name, namespace)
+            tls_data = secret.data or {}
+            if "ca.crt" in tls_data:
+                tmp = tempfile.TemporaryDirectory(prefix="herder-tls-")
+                ca = Path(tmp.name) / "ca.crt"
+                ca.write_bytes(base64.b64decode(tls_data["ca.crt"]))
+                values["redis_tls_ca_certs"] = str(ca)
+    return HerderSettings(**values), tmp
+
+
+async def _ensure(body: Any, spec: TaskQueueSpec, namespace: str, name: str, uid: str) -> Runtime:
+    runtime = RUNTIMES.get(uid)
+    key = (spec.redis.model_dump_json(),)
+    if runtime is not None and runtime.settings_key != key:
+        await RUNTIMES.pop(uid).close()  # Redis connection changed: reconnect
+        runtime = None
+    if runtime is None:
+        settings, tmp = await _settings_for(spec, namespace)
+        pool = KubernetesPool(_api(), namespace, name, spec)
+        client = HerderClient(settings)
+        runtime = Runtime(Reconciler(spec, pool, client), pool, client, key, tmpdir=tmp)
+        RUNTIMES[uid] = runtime
+    runtime.reconciler.update_spec(spec)
+    runtime.pool.spec = spec
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskQueue", "metadata": {"name": name, "uid": uid}}
+    if await runtime.pool.ensure(owner):
+        kopf.event(body, type="Normal", reason="Created", message=f"created Deployment {runtime.pool.name}")
+    runtime.next_step = 0.0  # act on the new spec at the next tick
+    return runtime
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def apply(
+    *,
+    spec: kopf.Spec,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    **_: Any,
+) -> None:
+    parsed = _parse(spec, body, patch, status, meta)
+    if parsed is None:
+        old = RUNTIMES.pop(uid, None)
+        if old is not None:
+            await old.close()  # stop acting; the workers are left as they are
+        return
+    await _ensure(body, parsed, namespace or "default", name, uid)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def forget(*, uid: str, **_: Any) -> None:
+    """The Deployment goes with its owner (garbage collection); only our connection is closed."""
+    runtime = RUNTIMES.pop(uid, None)
+    if runtime is not None:
+        await runtime.close()
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
+async def reconcile(
+    *,
+    spec: kopf.Spec,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    **_: Any,
+) -> None:
+    runtime = RUNTIMES.get(uid)
+    if runtime is None:
+        parsed = _parse(spec, body, patch, status, meta)
+        if parsed is None:
+            return
+        runtime = await _ensure(body, parsed, namespace or "default", name, uid)
+    now = time.time()
+    if now < runtime.next_step:
+        return
+    rec = runtime.reconciler
+    runtime.next_step = now + rec.spec.poll_interval_seconds
+    try:
+        report = await rec.step(now)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        # The Deployment was deleted behind our back: recreate it, step on the next tick.
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TaskQueue",
+            "metadata": {"name": name, "uid": uid},
+        }
+        await runtime.pool.ensure(owner)
+        kopf.event(
+            body, type="Warning", reason="Recreated", message=f"Deployment {runtime.pool.name} was missing"
+        )
+        return
+    for e in report.events:
+        # kopf.event, not kopf.info: posting.level filters kopf's own chatter, not our decisions.
+        kopf.event(body, type=e.type, reason=e.reason, message=e.message)
+    new = status_of(report, rec, _conditions(status), meta.get("generation")).dump()
+    if {k: v for k, v in (status or {}).items() if k in new} != new:
+        patch.status.update(new)

@@ -1,0 +1,1 @@
+"""Worker pools the reconciler drives: local processes and a Kubernetes Deployment."""

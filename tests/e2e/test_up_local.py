@@ -1,0 +1,141 @@
+"""`herder up` and the local pool end to end: real redis-server, real `herder worker` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import yaml
+
+from herder.client import HerderClient
+from herder.models import JobState
+from herder.settings import HerderSettings
+from herder_operator.pools.local import LocalPool
+from herder_operator.reconciler import Reconciler, status_of
+from herder_operator.spec import TaskQueueSpec
+from redis_proc import RedisProc
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def tq_doc(**over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "queue": "default",
+        "redis": {"url": "redis://unused:6379/0"},
+        "worker": {"image": "herder:dev", "concurrency": 5},
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "targetUtilization": 100,
+        "scaleUp": {"stabilizationSeconds": 0},
+        "scaleDown": {"stabilizationSeconds": 2, "cooldownSeconds": 3},
+        "pollIntervalSeconds": 1,
+        "drainTimeoutSeconds": 30,
+    }
+    spec.update(over)
+    return {
+        "apiVersion": "herder.dev/v1alpha1",
+        "kind": "TaskQueue",
+        "metadata": {"name": "demo"},
+        "spec": spec,
+    }
+
+
+async def poll_until(probe: Any, ok: Any, timeout: float, every: float = 0.2) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if ok(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout}s; last: {value!r}")
+        await asyncio.sleep(every)
+
+
+def start_up(
+    path: Path, url: str, env: dict[str, str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    log = open(log_path, "wb")
+    cmd = [sys.executable, "-m", "herder.cli", "up", "-f", str(path), "--redis-url", url]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+
+async def test_herder_up_scales_a_burst_up_and_back_to_zero(
+    tmp_path: Path, redis_server: RedisProc, client: HerderClient, worker_env: dict[str, str]
+) -> None:
+    path = tmp_path / "tq.yaml"
+    path.write_text(yaml.safe_dump(tq_doc()))
+    proc, log = start_up(path, redis_server.url, worker_env, tmp_path / "up.log")
+    try:
+        ids = [(await client.enqueue("default", "sleep", {"seconds": 1.0})).id for _ in range(40)]
+        peak = 0
+
+        async def workers() -> int:
+            nonlocal peak
+            n = len((await client.status("default")).workers)
+            peak = max(peak, n)
+            return n
+
+        await poll_until(workers, lambda n: n == 4, 60)
+        await poll_until(
+            lambda: asyncio.gather(*(client.get_job(i, "default") for i in ids)),
+            lambda jobs: all(j.state == JobState.succeeded for j in jobs),
+            90,
+        )
+        jobs = [await client.get_job(i, "default") for i in ids]
+        assert all(j.attempts == 1 and not j.errors for j in jobs), [j.errors for j in jobs if j.errors]
+        await poll_until(workers, lambda n: n == 0, 60)
+        assert peak == 4
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+        log.close()
+    out = (tmp_path / "up.log").read_text()
+    assert code == 0, out[-3000:]
+    assert "Scaled" in out and "Draining" in out, out[-3000:]
+
+
+async def test_redis_outage_keeps_local_workers(
+    tmp_path: Path, redis_server: RedisProc, worker_env: dict[str, str]
+) -> None:
+    spec = TaskQueueSpec.model_validate(tq_doc(minReplicas=0, maxReplicas=3)["spec"])
+    pool = LocalPool("outage", spec, redis_server.url, env=worker_env, replicas=2)
+    settings = HerderSettings(redis_url=redis_server.url, redis_connect_timeout=0.5)
+    try:
+        async with HerderClient(settings) as c:
+            rec = Reconciler(spec, pool, c)
+            await pool.scale_to(2)
+            await poll_until(lambda: c.status("default"), lambda s: len(s.workers) == 2, 30)
+            redis_server.stop()
+            report = await rec.step()
+            assert report.status is None and report.error
+            assert report.new_replicas == 2 and len(await pool.members()) == 2
+            st = status_of(report, rec)
+            cond = {x.type: x for x in st.conditions}
+            assert cond["RedisReachable"].status == "False"
+            assert cond["Degraded"].status == "True"
+            # Idle queue and no data: still nothing removed on later steps.
+            report = await rec.step(report.at + 600)
+            assert report.new_replicas == 2 and not report.decision.drain
+    finally:
+        await asyncio.to_thread(pool.close, 15)
+
+
+def test_up_rejects_an_invalid_taskqueue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from herder_operator.up import run_up
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(tq_doc(minReplicas=5, maxReplicas=2)))
+    assert run_up(str(path), "redis://127.0.0.1:1/0") == 2
+    assert "minReplicas" in capsys.readouterr().out
