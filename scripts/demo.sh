@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q -e '.[operator]' 2> >(grep -v 'is ignored' >&2)
 export PATH="$PWD/.venv/bin:$PATH"
-exec python -m herder.demo_run "$@"
+exec python -m herder.demo_run examples/taskqueue.yaml "$@"
