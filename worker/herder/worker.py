@@ -340,6 +340,8 @@ class HerderWorker(Worker):
         if not self._persistence_checked:
             await self._check_persistence()  # here, not at start-up: Redis may be down when we start
             self._persistence_checked = True
+        # Cleared before `free` is read: a job that ends from here on sets it, and _wait sees it.
+        self.slot_event.clear()
         now = time.monotonic()
         if self.draining and self.drain_deadline is not None and now >= self.drain_deadline and self.running:
             log.warning("drain deadline reached: handing jobs back", jobs=list(self.running))
@@ -348,6 +350,9 @@ class HerderWorker(Worker):
         free = self.capacity - len(self.running)
         want = 0 if (self.draining or self.stop_now) else free
         hb_due = now >= self._next_hb
+        if want == 0 and not hb_due:
+            await self._wait(free=0)  # nothing to claim and no heartbeat due: no round trip
+            return
         reap = self._healthy_since is not None and now - self._healthy_since >= self.settings.lease_seconds
         res = await self.scripts.claim(
             keys=[self.keyspace.ready],
@@ -432,7 +437,6 @@ class HerderWorker(Worker):
         else:
             waiter = None
             if free == 0:
-                self.slot_event.clear()
                 waits.append(asyncio.ensure_future(self.slot_event.wait()))
             local_timeout = timeout
         try:
