@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,24 +23,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from herder.client import HerderClient
 from herder.queue_metrics import QueueCollector
 from herder.settings import HerderSettings
+from toolbins import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "charts" / "herder" / "files" / "alerts.yaml"
 UNIT_TESTS = Path(__file__).resolve().parent / "alerts_test.yaml"
 DASHBOARD = ROOT / "charts" / "herder" / "files" / "dashboard.json"
-
-
-def find_binary(name: str, env: str) -> str | None:
-    explicit = os.environ.get(env)
-    if explicit:
-        if not os.access(explicit, os.X_OK):
-            pytest.fail(f"${env}={explicit} is not an executable file")
-        return explicit
-    found = shutil.which(name)
-    if found:
-        return found
-    local = ROOT / ".tools" / "bin" / name
-    return str(local) if os.access(local, os.X_OK) else None
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from toolbins import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "herder"
@@ -65,19 +66,6 @@ DEFAULT_KINDS = {
     "ClusterKopfPeering",
 }
 OPTIONAL_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
-
-
-def find_binary(name: str, env: str) -> str | None:
-    explicit = os.environ.get(env)
-    if explicit:
-        if not os.access(explicit, os.X_OK):
-            pytest.fail(f"${env}={explicit} is not an executable file")
-        return explicit
-    found = shutil.which(name)
-    if found:
-        return found
-    local = ROOT / ".tools" / "bin" / name
-    return str(local) if os.access(local, os.X_OK) else None
 
 
 def require_binary(name: str, env: str) -> str:
