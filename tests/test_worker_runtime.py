@@ -215,3 +215,25 @@ async def test_drain_request_resets_a_stale_drained_flag(settings: HerderSetting
         st = await c.status("default")
         assert st.workers[0].draining and not st.workers[0].drained  # busy: not removable
         await c.cancel(r.id)
+
+
+async def test_shutdown_with_redis_gone_exits_instead_of_hanging(
+    tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    server = RedisProc(tmp_path / "gone", appendonly=True).start()
+    env = dict(worker_env, HERDER_REDIS_URL=server.url)
+    w = WorkerProc(env, "stranded", concurrency=1, drain_timeout=0.5)
+    try:
+        async with HerderClient(HerderSettings(redis_url=server.url, lease_seconds=2)) as c:
+            r = await c.enqueue("default", "sleep", {"seconds": 60})
+            await wait_state(c, r.id, "active")
+            server.stop()
+            w.signal(signal.SIGTERM)
+            # hand-back cannot be written; the worker gives up and exits 1 rather than hang
+            assert await asyncio.to_thread(w.wait, 60) == 1
+            server.start()
+            j = await c.get_job(r.id)
+            assert j.state == "active"  # still held in Redis: its lease expires and it runs again
+    finally:
+        w.stop()
+        server.stop()

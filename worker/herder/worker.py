@@ -52,6 +52,8 @@ TRACEBACK_TAIL_LINES = 20
 LOG_EVENTS_KEPT = 2000
 LOOP_BLOCK_THRESHOLD_S = 1.0
 PRECISE_WINDOW_S = 0.25
+# After handing jobs back at shutdown, how long to keep trying to write that to Redis.
+GIVE_UP_AFTER_HAND_BACK_S = 10.0
 
 
 def default_worker_id() -> str:
@@ -133,6 +135,7 @@ class HerderWorker(Worker):
         self.exit_when_drained = False
         self.drain_deadline: float | None = None
         self._drain_started: float | None = None
+        self._give_up_at: float | None = None
         self.stop_event = asyncio.Event()
         self.slot_event = asyncio.Event()
         self.stop_now = False
@@ -197,11 +200,22 @@ class HerderWorker(Worker):
                     await self._poll_iteration()
                 except OUTAGE_ERRORS as exc:
                     await self._redis_down(exc)
+            if self.running:
+                # Redis stayed unreachable after the hand-back: exiting is safe (the jobs are still
+                # "active" in Redis; their leases expire and other workers run them) and beats
+                # hanging until the pod is killed.
+                log.error(
+                    "exiting with job outcomes unwritten: Redis unreachable; their leases will expire",
+                    jobs=list(self.running),
+                )
+                self.exit_code = 1
             await self._leave()
         finally:
             watchdog.cancel()
 
     def _done(self) -> bool:
+        if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+            return True  # jobs handed back but Redis never took the hand-back: see main()
         if self.stop_now and not self.running:
             return True
         if self.draining and self.exit_when_drained and not self.running:
@@ -243,6 +257,8 @@ class HerderWorker(Worker):
         self.slot_event.set()
 
     def _hand_back_all(self) -> None:
+        if self._give_up_at is None:
+            self._give_up_at = time.monotonic() + GIVE_UP_AFTER_HAND_BACK_S
         for r in self.running.values():
             r.stop("handback")
 
