@@ -420,10 +420,9 @@ class HerderWorker(Worker):
                 log.warning("lease lost: another worker owns this job now; stopping our copy", job=jid)
         for jid in cancels:
             r = self.running.get(jid)
-            if r and not r.finishing and r.stop_reason is None:
+            if r and r.stop("cancelled"):
                 log.info("cancel requested", job=jid)
                 r.ctx.cancel_event.set()
-                r.stop("cancelled")
 
     async def _wait(self, free: int) -> None:
         """Sleep until there may be work. With free slots: block in Redis on the queue's wake
