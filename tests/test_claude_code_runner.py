@@ -571,3 +571,48 @@ async def test_git_scheme_must_be_enabled_on_the_worker(cc_settings: ClaudeCodeS
         await processor(cc_settings).run(
             Recorder().ctx(), payload("x", workspace={"kind": "git", "url": "file:///srv/r"})
         )
+
+
+# ---- lifecycle: nothing a sink does can hold a finished run's slot --------------------------
+
+
+async def test_a_progress_sink_that_swallows_cancellation_cannot_hold_the_slot(
+    cc_settings: ClaudeCodeSettings,
+) -> None:
+    """redis-py with a socket timeout can swallow a CancelledError that lands mid-call; a publish
+    loop stopped only by cancel() then runs for ever and the job keeps its slot."""
+    swallow = True
+    calls = 0
+
+    async def stubborn(_data: Any) -> None:
+        nonlocal calls
+        calls += 1
+        while True:
+            try:
+                await asyncio.sleep(0.2)
+                return
+            except asyncio.CancelledError:
+                if not swallow:
+                    raise
+
+    ctx = JobContext(
+        job_id="job-stubborn",
+        queue="default",
+        task="claude_code",
+        attempt=1,
+        max_attempts=3,
+        worker_id="test-worker",
+        state={},
+        _progress=stubborn,
+        _log=stubborn,
+    )
+    run = asyncio.create_task(processor(cc_settings, stop_bound_seconds=2).run(ctx, payload("FAKE:turns=3")))
+    # A generous bound on a hang, not a timing assertion: the run needs well under a second.
+    done, _ = await asyncio.wait({run}, timeout=60)
+    if not done:
+        swallow = False
+        run.cancel()
+        await asyncio.wait({run}, timeout=10)
+        raise AssertionError("the run never returned: its progress loop outlived the CLI")
+    assert run.result()["subtype"] == "success"
+    assert calls > 0

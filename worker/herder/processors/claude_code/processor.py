@@ -13,7 +13,7 @@ from herder.logs import get_logger
 from herder.processors.claude_code.classify import Verdict, classify
 from herder.processors.claude_code.command import build_argv
 from herder.processors.claude_code.payload import ClaudeCodePayload
-from herder.processors.claude_code.runner import RunOutcome, run_cli
+from herder.processors.claude_code.runner import RunOutcome, bounded, run_cli
 from herder.processors.claude_code.sandbox import (
     Limits,
     RunAs,
@@ -87,7 +87,7 @@ class ClaudeCodeProcessor:
         self._check_reachable(ws, run_as)
         succeeded = False
         try:
-            await _publish(ctx, {"phase": "preparing", "workspace": payload.workspace.kind})
+            await _publish(ctx, {"phase": "preparing", "workspace": payload.workspace.kind}, s)
             marker = new_marker(ctx.job_id, ctx.attempt)
             env = build_env(s, payload.env, ws.home, ws.tmp, marker)
             try:
@@ -107,7 +107,7 @@ class ClaudeCodeProcessor:
                 if not deadline.expired():
                     raise
                 reason = f"timed out after {payload.timeout:g} s (the payload's timeout)"
-                await _report(ctx, Verdict("permanent", reason), None)
+                await _report(ctx, Verdict("permanent", reason), None, s)
                 raise PermanentError(reason + self._kept_note(ws)) from None
             verdict = classify(
                 outcome.returncode,
@@ -116,7 +116,7 @@ class ClaudeCodeProcessor:
                 outcome.summary.errors,
                 outcome.summary.last_error_status,
             )
-            await _report(ctx, verdict, outcome)
+            await _report(ctx, verdict, outcome, s)
             if verdict.kind == "ok":
                 succeeded = True
                 assert outcome.result is not None
@@ -157,7 +157,9 @@ class ClaudeCodeProcessor:
             log.warning("claude_code: workspace cleanup failed", path=str(ws.path), error=str(exc))
 
 
-async def _report(ctx: JobContext, verdict: Verdict, outcome: RunOutcome | None) -> None:
+async def _report(
+    ctx: JobContext, verdict: Verdict, outcome: RunOutcome | None, s: ClaudeCodeSettings
+) -> None:
     """The last progress update: the outcome, cost and turns, for `herder job ID` and the dashboard."""
     data: dict[str, Any] = {"phase": "succeeded" if verdict.ok else "failed"}
     if outcome is not None:
@@ -169,12 +171,16 @@ async def _report(ctx: JobContext, verdict: Verdict, outcome: RunOutcome | None)
         )
     if not verdict.ok:
         data.update(failure=verdict.kind, reason=verdict.reason)
-    await _publish(ctx, data)
+    await _publish(ctx, data, s)
 
 
-async def _publish(ctx: JobContext, data: dict[str, Any]) -> None:
-    # Progress is for people watching: failing to store it must not fail the run.
-    try:
-        await ctx.progress(data)
-    except Exception as exc:
-        log.warning("claude_code: progress not published", job=ctx.job_id, error=str(exc))
+async def _publish(ctx: JobContext, data: dict[str, Any], s: ClaudeCodeSettings) -> None:
+    # Progress is for people watching: failing to store it must not fail the run, and a store
+    # that hangs (or swallows our cancellation) must not hold the run's slot.
+    async def publish() -> None:
+        try:
+            await ctx.progress(data)
+        except Exception as exc:
+            log.warning("claude_code: progress not published", job=ctx.job_id, error=str(exc))
+
+    await bounded(asyncio.create_task(publish(), name="progress"), s.stop_bound_seconds)

@@ -70,6 +70,7 @@ class _Run:
         self._dirty = True
         self._last_progress = 0.0
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self.phase = "starting"
 
     # ---- output handling (no I/O) ----
@@ -162,12 +163,24 @@ class _Run:
             self.stderr_tail = bytes(tail[-cap:])
 
     async def publish_loop(self) -> None:
+        """Publish until told to stop. Stopped by `_stop`, not by cancellation: a Redis call in
+        flight (redis-py with a socket timeout) can swallow a CancelledError, and a loop that
+        relied on it would then run, and hold its job's slot, for ever."""
         interval = self.s.progress_interval_seconds
-        while True:
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             self._wake.clear()
+            if self._stop.is_set():
+                break
             await self.flush()
+
+    async def stop_publishing(self, task: asyncio.Task[None], bound: float) -> None:
+        """Ask the publish loop to stop and wait at most `bound` seconds for it; past that it is
+        cancelled and abandoned (never awaited again), so nothing here can hang the run."""
+        self._stop.set()
+        self._wake.set()
+        await bounded(task, bound)
 
     async def flush(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -178,6 +191,36 @@ class _Run:
         if self._pending:
             batch, self._pending = self._pending, []
             await _advisory(self.ctx.log, batch)
+
+
+_ABANDONED: set[asyncio.Task[Any]] = set()
+
+
+def _abandon(task: asyncio.Task[Any]) -> None:
+    # Keep a reference until it ends (or the loop closes) and consume its outcome quietly.
+    _ABANDONED.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        _ABANDONED.discard(t)
+        if not t.cancelled():
+            t.exception()
+
+    task.add_done_callback(done)
+
+
+async def bounded(task: asyncio.Task[Any], bound: float) -> bool:
+    """Wait for `task` at most `bound` seconds; then cancel it without waiting again. True if it
+    finished by itself. `asyncio.wait` never cancels or awaits past its timeout, unlike
+    `wait_for`, which waits for a cancelled task however long it takes to honour it."""
+    done, _ = await asyncio.wait({task}, timeout=bound)
+    if task in done:
+        if not task.cancelled():
+            task.exception()  # an advisory task's error is already logged; mark it retrieved
+        return True
+    task.cancel()
+    _abandon(task)
+    log.warning("claude_code: a task ignored its stop and was abandoned", task=task.get_name())
+    return False
 
 
 async def _advisory(fn: Callable[[Any], Awaitable[None]], arg: Any) -> None:
@@ -235,16 +278,20 @@ async def run_cli(
         await group.terminate(settings.kill_grace_seconds, child)
         raise
     finally:
-        for t in tasks:
+        await run.stop_publishing(publisher, settings.stop_bound_seconds)
+        for t in (feeder, out_reader, err_reader):
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Pipe readers and the feeder honour cancellation, but bound this too: no wait here may
+        # keep a finished run's slot.
+        await asyncio.gather(*(bounded(t, settings.stop_bound_seconds) for t in tasks[:3]))
     run.phase = "exited"
     run.mark_dirty()
     if run.stderr_tail.strip():
         # The CLI's last words, for `herder job ID`: a crash rarely explains itself on stdout.
         tail = run.stderr_tail[-4096:].decode("utf-8", "replace")
         run.log_now({"type": "herder", "subtype": "stderr", "returncode": returncode, "tail": tail})
-    await run.flush(final=True)
+    # The last publish is bounded too: a stuck sink costs at most stop_bound_seconds.
+    await bounded(asyncio.create_task(run.flush(final=True), name="final-flush"), settings.stop_bound_seconds)
     stats = asdict(run.stats)
     if run.stats.dropped_bytes or run.stats.unlogged_events or run.stats.pipe_held_open:
         log.warning("claude_code: output capped", job=ctx.job_id, **stats)

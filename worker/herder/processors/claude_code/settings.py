@@ -62,6 +62,8 @@ class ClaudeCodeSettings(BaseSettings):
     # SIGTERM, then SIGKILL after this grace period.
     kill_grace_seconds: float = Field(default=5.0, ge=0, le=300)
     progress_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    # The longest a finished run waits for its progress publisher (or any helper task) to stop.
+    stop_bound_seconds: float = Field(default=10.0, gt=0, le=300)
 
     # Output bounds: memory used per task stays O(these), whatever the child prints.
     max_line_bytes: int = Field(default=4 * MiB, ge=4096)
