@@ -4,6 +4,8 @@ scripts, so each is one atomic step and one round trip."""
 from __future__ import annotations
 
 import json
+import math
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -15,17 +17,23 @@ from redis.exceptions import ResponseError
 from herder.backoff import Backoff
 from herder.connection import redis_client
 from herder.errors import Conflict, InvalidInput, NotFound
-from herder.keys import ID_RE, QUEUE_RE, QueueKeys, queues_key
+from herder.keys import RESERVED_ID_PREFIX, QueueKeys, queues_key, reserved_id, valid_id, valid_queue
 from herder.models import MAX_PRIORITY, MIN_PRIORITY, EnqueueResult, Job, JobState, QueueStatus, WorkerInfo
 from herder.scripts import Scripts
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
 
 MAX_BATCH = 10_000
+MAX_LABELS = 32
+MAX_LABEL_KEY_CHARS = 63  # as Kubernetes label names
+MAX_LABEL_VALUE_CHARS = 256
+# `at` within a year back (a run-at in the past just runs now) and ten years ahead.
+MIN_AT_SECONDS = 946_684_800  # 2000-01-01: catches seconds-vs-milliseconds mistakes too
+MAX_AT_AHEAD_SECONDS = 10 * 365 * 86_400
 
 
 def check_queue(queue: str) -> str:
-    if not QUEUE_RE.match(queue):
+    if not valid_queue(queue):
         raise InvalidInput(f"invalid queue name {queue!r}: use letters, digits, '.', '_', '-' (max 128)")
     return queue
 
@@ -33,7 +41,7 @@ def check_queue(queue: str) -> str:
 class JobRequest(BaseModel):
     """What a caller may ask for when enqueueing; validated before anything touches Redis."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     task: str
     payload: Any = None
@@ -47,12 +55,12 @@ class JobRequest(BaseModel):
     backoff: Backoff | None = None
     timeout: float | None = Field(default=None, gt=0, le=7 * 86_400)
     capabilities: list[str] = Field(default_factory=list, max_length=32)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("id")
     @classmethod
     def _id_ok(cls, v: str | None) -> str | None:
-        if v is not None and not ID_RE.match(v):
+        if v is not None and not valid_id(v):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
         return v
 
@@ -60,9 +68,31 @@ class JobRequest(BaseModel):
     @classmethod
     def _parents_ok(cls, v: list[str]) -> list[str]:
         for p in v:
-            if not ID_RE.match(p):
+            if not valid_id(p):
                 raise ValueError(f"invalid parent job id {p!r}")
         return list(dict.fromkeys(v))
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_ok(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not key or len(key) > MAX_LABEL_KEY_CHARS:
+                raise ValueError(f"label name {key[:80]!r} must be 1-{MAX_LABEL_KEY_CHARS} characters")
+            if len(value) > MAX_LABEL_VALUE_CHARS:
+                raise ValueError(f"label {key!r} is {len(value)} characters; limit {MAX_LABEL_VALUE_CHARS}")
+        return v
+
+    @field_validator("at")
+    @classmethod
+    def _at_ok(cls, v: datetime | float | None) -> datetime | float | None:
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            if not math.isfinite(v) or not MIN_AT_SECONDS <= v <= time.time() + MAX_AT_AHEAD_SECONDS:
+                raise ValueError("'at' must be epoch seconds between 2000 and ten years from now")
+        elif isinstance(v, datetime) and v.tzinfo is not None:
+            ts = v.timestamp()
+            if not MIN_AT_SECONDS <= ts <= time.time() + MAX_AT_AHEAD_SECONDS:
+                raise ValueError("'at' must be between 2000 and ten years from now")
+        return v
 
     @field_validator("capabilities")
     @classmethod
@@ -160,13 +190,23 @@ class HerderClient:
             raise InvalidInput(_error_text(exc)) from None
         return (await self.enqueue_many(queue, [req]))[0]
 
-    async def enqueue_many(self, queue: str, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
-        """Validate every request, then enqueue all of them atomically in one round trip."""
+    async def enqueue_many(
+        self, queue: str, requests: Sequence[JobRequest], *, allow_reserved: bool = False
+    ) -> list[EnqueueResult]:
+        """Validate every request, then enqueue all of them atomically in one round trip.
+
+        `allow_reserved` is for Herder's own generated ids (cron ticks); callers leave it off."""
         keys = self.keys(queue)
         if not requests:
             return []
         if len(requests) > MAX_BATCH:
             raise InvalidInput(f"batch of {len(requests)} jobs; at most {MAX_BATCH} per call")
+        if not allow_reserved:
+            for r in requests:
+                if r.id is not None and reserved_id(r.id):
+                    raise InvalidInput(
+                        f"job id {r.id!r}: ids starting with {RESERVED_ID_PREFIX!r} are reserved"
+                    )
         specs = [self._spec(queue, r) for r in requests]
         ids = [s["id"] for s in specs]
         if len(set(ids)) != len(ids):
@@ -193,7 +233,7 @@ class HerderClient:
 
     async def find_queue(self, job_id: str) -> str:
         """Jobs are addressed by id alone on the CLI: look the id up in every known queue."""
-        if not ID_RE.match(job_id):
+        if not valid_id(job_id):
             raise InvalidInput(f"invalid job id {job_id!r}")
         queues = await self.queues()
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from herder.errors import InvalidInput
 
 
 def check_cron(expr: str) -> str:
-    if not croniter.is_valid(expr):
+    """Reject what croniter cannot parse and what parses but never fires (e.g. Feb 30)."""
+    if not isinstance(expr, str) or not croniter.is_valid(expr):
         raise InvalidInput(f"invalid cron expression {expr!r}")
+    try:
+        croniter(expr, datetime.now(UTC)).get_next(float)
+    except CroniterError:
+        raise InvalidInput(f"cron expression {expr!r} never fires") from None
     return expr
 
 

@@ -6,8 +6,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# Always test with `fullmatch` (via the helpers below): `match` lets `$` accept a trailing newline.
 QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
+# Task names end up in job hashes, cron job ids and metric labels: same alphabet as ids, shorter.
+TASK_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9._:-]{0,127}$")
+# Ids Herder generates itself (cron ticks) start with this; clients may not enqueue under it.
+RESERVED_ID_PREFIX = "herder-"
+
+
+def valid_queue(name: object) -> bool:
+    return isinstance(name, str) and QUEUE_RE.fullmatch(name) is not None
+
+
+def valid_id(job_id: object) -> bool:
+    return isinstance(job_id, str) and ID_RE.fullmatch(job_id) is not None
+
+
+def valid_task_name(name: object) -> bool:
+    return isinstance(name, str) and TASK_RE.fullmatch(name) is not None
+
+
+def reserved_id(job_id: str) -> bool:
+    return job_id.lower().startswith(RESERVED_ID_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from herder.backoff import Backoff
+from herder.cron import check_cron
 from herder.errors import InvalidInput
+from herder.keys import TASK_RE, valid_task_name
 
+CAPABILITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB; large inputs belong in object storage, not the queue
 
 
@@ -78,9 +82,12 @@ class Task:
                 raise InvalidInput(f"invalid payload for task '{self.name}': {reasons}") from None
             data = model.model_dump(mode="json")
         try:
-            encoded = json.dumps(data, separators=(",", ":"))
+            # allow_nan=False: NaN/Infinity are not JSON; other readers (JS, jq) reject them.
+            encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"payload for task '{self.name}' is not JSON-serialisable: {exc}") from None
+        except RecursionError:
+            raise InvalidInput(f"payload for task '{self.name}' is nested too deeply") from None
         if len(encoded) > MAX_PAYLOAD_BYTES:
             raise InvalidInput(
                 f"payload for task '{self.name}' is {len(encoded)} bytes; limit {MAX_PAYLOAD_BYTES}"
@@ -106,8 +113,22 @@ class TaskSet:
             self.add(t)
 
     def add(self, t: Task) -> Task:
+        """Register a task; everything a worker would trip over later is checked here, at import."""
+        if not valid_task_name(t.name):
+            raise InvalidInput(f"invalid task name {t.name!r}: must match {TASK_RE.pattern}")
         if t.max_attempts < 1:
-            raise ValueError(f"task {t.name}: max_attempts must be >= 1")
+            raise InvalidInput(f"task {t.name}: max_attempts must be >= 1")
+        for cap in t.capabilities:
+            if not isinstance(cap, str) or not CAPABILITY_RE.fullmatch(cap):
+                raise InvalidInput(f"task {t.name}: invalid capability {cap!r}")
+        if t.cron is not None:
+            try:
+                check_cron(t.cron)
+            except InvalidInput as exc:
+                raise InvalidInput(f"task {t.name}: {exc}") from None
+            t.validate_payload(t.cron_payload)  # the payload every tick will carry
+        elif t.cron_payload is not None:
+            raise InvalidInput(f"task {t.name}: cron_payload given without cron")
         self._tasks[t.name] = t
         return t
 

@@ -1,0 +1,129 @@
+"""Hardening at the edges (issue 10): hostile names, odd values and bounded input, each rejected
+with a clear error before anything is written to Redis."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from herder.client import HerderClient, JobRequest, check_queue
+from herder.errors import InvalidInput
+from herder.tasks import JobContext, TaskSet
+
+
+async def snapshot(client: HerderClient) -> dict[str, Any]:
+    keys = sorted(await client.redis.keys("*"))
+    return {k: await client.redis.dump(k) for k in keys}
+
+
+async def _noop(ctx: JobContext, p: Any) -> None:
+    return None
+
+
+# ---- full-match names and ids ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["q\n", "default\n", "a" * 128 + "\n"])
+def test_queue_name_with_trailing_newline_rejected(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        check_queue(name)
+
+
+@pytest.mark.parametrize("field", ["id", "after"])
+def test_job_id_with_trailing_newline_rejected(field: str) -> None:
+    value: Any = "job-1\n" if field == "id" else ["job-1\n"]
+    with pytest.raises(ValueError, match="id"):
+        JobRequest(task="echo", **{field: value})
+
+
+async def test_reserved_id_prefix_rejected_and_nothing_written(client: HerderClient) -> None:
+    before = await snapshot(client)
+    for job_id in ("herder-cron-tick-1700000000", "HERDER-x"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            await client.enqueue("default", "echo", id=job_id)
+    assert await snapshot(client) == before
+
+
+# ---- values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"payload": {"x": math.nan}},
+        {"payload": [math.inf]},
+        {"at": 1e308},
+        {"at": math.nan},
+        {"at": -1.0},
+        {"at": 1_700_000_000_000.0},  # milliseconds given as seconds
+        {"delay": math.nan},
+        {"timeout": math.inf},
+        {"labels": {f"k{i}": "v" for i in range(33)}},
+        {"labels": {"k": "v" * 10_000_000}},
+        {"labels": {"k" * 1000: "v"}},
+        {"labels": {"": "v"}},
+    ],
+    ids=lambda o: next(iter(o)) + ":" + repr(next(iter(o.values())))[:30],
+)
+async def test_bad_values_rejected_cleanly_and_nothing_written(
+    client: HerderClient, options: dict[str, Any]
+) -> None:
+    before = await snapshot(client)
+    with pytest.raises(InvalidInput):
+        await client.enqueue("default", "echo", **options)
+    assert await snapshot(client) == before
+
+
+async def test_deeply_nested_payload_is_invalid_input(client: HerderClient) -> None:
+    deep: Any = []
+    for _ in range(50_000):
+        deep = [deep]
+    before = await snapshot(client)
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        await client.enqueue("default", "echo", payload=deep)
+    assert await snapshot(client) == before
+
+
+async def test_at_within_bounds_still_accepted(client: HerderClient) -> None:
+    r = await client.enqueue("default", "echo", at=2_000_000_000.0)
+    assert (await client.get_job(r.id)).state == "scheduled"
+
+
+# ---- TaskSet declaration ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expr", ["bogus", "61 * * * *", "0 0 30 2 *", ""])
+def test_taskset_rejects_bad_cron_at_declaration(expr: str) -> None:
+    ts = TaskSet()
+    with pytest.raises(InvalidInput, match="cron"):
+        ts.task("tick", cron=expr)(_noop)
+    assert "tick" not in ts
+
+
+@pytest.mark.parametrize("name", ["my tick", "tick\n", "1st", "x" * 200, "-dash", "a/b", "ü"])
+def test_taskset_rejects_bad_task_names(name: str) -> None:
+    ts = TaskSet()
+    with pytest.raises(InvalidInput, match="task name"):
+        ts.task(name, cron="* * * * *")(_noop)
+    assert ts.names() == []
+
+
+def test_taskset_rejects_cron_payload_its_model_refuses() -> None:
+    from pydantic import BaseModel
+
+    class P(BaseModel):
+        n: int
+
+    ts = TaskSet()
+    with pytest.raises(InvalidInput, match="invalid payload"):
+        ts.task("tick", payload=P, cron="* * * * *", cron_payload={"n": "not a number"})(_noop)
+    ts.task("tock", payload=P, cron="* * * * *", cron_payload={"n": 1})(_noop)
+    assert ts.names() == ["tock"]
+
+
+def test_taskset_rejects_bad_capability() -> None:
+    ts = TaskSet()
+    with pytest.raises(InvalidInput, match="capability"):
+        ts.task("t", capabilities=("gpu\n",))(_noop)
