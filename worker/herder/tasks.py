@@ -61,6 +61,8 @@ class Task:
     name: str
     fn: TaskFn
     payload_model: type[BaseModel] | None = None
+    # Documents what the task returns (JSON Schema for API clients); results are not validated.
+    result_model: type[BaseModel] | None = None
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float | None = None
@@ -137,6 +139,7 @@ class TaskSet:
         name: str | None = None,
         *,
         payload: type[BaseModel] | None = None,
+        result: type[BaseModel] | None = None,
         max_attempts: int = 3,
         backoff: Backoff | None = None,
         timeout: float | None = None,
@@ -150,6 +153,7 @@ class TaskSet:
                     name=name or fn.__name__,
                     fn=fn,
                     payload_model=payload,
+                    result_model=result,
                     max_attempts=max_attempts,
                     backoff=backoff or Backoff(),
                     timeout=timeout,

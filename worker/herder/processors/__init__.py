@@ -54,6 +54,8 @@ def register(
         return await processor.run(ctx, payload)
 
     run.__name__ = run.__qualname__ = f"{processor.name}_task"
+    # A processor may declare `Result` (a pydantic model) to publish its result's schema.
+    task_options.setdefault("result_model", getattr(processor, "Result", None))
     return taskset.add(
         Task(name=name or processor.name, fn=run, payload_model=processor.Payload, **task_options)
     )

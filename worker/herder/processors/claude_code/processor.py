@@ -13,6 +13,7 @@ from herder.logs import get_logger
 from herder.processors.claude_code.classify import Verdict, classify
 from herder.processors.claude_code.command import build_argv
 from herder.processors.claude_code.payload import ClaudeCodePayload
+from herder.processors.claude_code.result import ClaudeCodeResult
 from herder.processors.claude_code.runner import RunOutcome, bounded, run_cli
 from herder.processors.claude_code.sandbox import (
     Limits,
@@ -62,6 +63,7 @@ class ClaudeCodeProcessor:
 
     name = "claude_code"
     Payload = ClaudeCodePayload
+    Result = ClaudeCodeResult
 
     def __init__(self, settings: ClaudeCodeSettings | None = None) -> None:
         self._settings = settings
