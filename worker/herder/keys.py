@@ -68,3 +68,8 @@ class QueueKeys:
 def queues_key(prefix: str) -> str:
     """The set of known queue names (the only key outside a queue's slot)."""
     return f"{prefix}:queues"
+
+
+def api_tokens_key(prefix: str) -> str:
+    """The HTTP API's token records (a hash: token id -> JSON with the token's sha256, scopes)."""
+    return f"{prefix}:api:tokens"
