@@ -44,6 +44,8 @@ def test_bad_token_input_is_rejected() -> None:
         parse_verbs(" , ")
     with pytest.raises(InvalidInput, match="invalid queue name"):
         new_token(["{evil}"], [Verb.read])
+    with pytest.raises(InvalidInput, match="invalid queue name"):
+        new_token(["a\n"], [Verb.read])  # a trailing newline must not pass as queue "a"
     with pytest.raises(InvalidInput):
         new_token([], [Verb.read])
     for raw in (

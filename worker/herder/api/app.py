@@ -28,7 +28,7 @@ from herder.api.ratelimit import RateLimiter
 from herder.api.tokens import RedisTokenStore, TokenRecord, TokenStore, Verb, split_token, verify
 from herder.client import HerderClient, check_queue
 from herder.errors import Conflict, InvalidInput, NotFound
-from herder.keys import ID_RE
+from herder.keys import valid_id
 from herder.models import EnqueueResult, Job, QueueStatus
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
@@ -275,7 +275,7 @@ def create_app(
     async def locate(s: State, token: TokenRecord, verb: Verb, job_id: str, queue: str | None) -> str:
         """The queue of `job_id` among those the token may use with `verb`. A job in a queue
         the token cannot see is reported missing, so ids cannot be probed across tenants."""
-        if not ID_RE.match(job_id):
+        if not valid_id(job_id):
             raise InvalidInput(f"invalid job id {job_id!r}")
         if queue is not None:
             check_queue(queue)

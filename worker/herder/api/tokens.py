@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from herder.errors import InvalidInput
-from herder.keys import QUEUE_RE, api_tokens_key
+from herder.keys import api_tokens_key, valid_queue
 
 TOKEN_RE = re.compile(r"^hdr_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 ALL_QUEUES = "*"
@@ -48,7 +48,7 @@ class TokenRecord(BaseModel):
     @classmethod
     def _queues_ok(cls, v: list[str]) -> list[str]:
         for q in v:
-            if q != ALL_QUEUES and not QUEUE_RE.match(q):
+            if q != ALL_QUEUES and not valid_queue(q):
                 raise ValueError(f"invalid queue name {q!r}")
         return sorted(set(v))
 
