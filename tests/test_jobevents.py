@@ -1,0 +1,69 @@
+"""The resumable job-event reader against a real Redis and a real worker."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import running_worker, wait_state
+from herder.client import HerderClient
+from herder.jobevents import JobEventReader, bounded_json, parse_cursor
+from herder.settings import HerderSettings
+
+
+def test_parse_cursor_tolerates_garbage() -> None:
+    assert parse_cursor(None) == 0 and parse_cursor("") == 0
+    assert parse_cursor("12") == 12
+    assert parse_cursor("-3") == 0 and parse_cursor("abc") == 0 and parse_cursor("9" * 40) == 0
+
+
+def test_bounded_json_caps_and_flags_corruption() -> None:
+    assert bounded_json('{"a":1}') == {"a": 1}
+    assert bounded_json("{oops")["_corrupt"] is True
+    big = bounded_json(json.dumps("x" * 100_000), limit=1000)
+    assert big["_truncated"] is True and big["bytes"] > 100_000 and len(big["preview"]) <= 1000
+
+
+async def test_feed_follows_a_job_and_resumes_from_a_cursor(
+    client: HerderClient, settings: HerderSettings
+) -> None:
+    keys = client.keys("default")
+    job = await client.enqueue("default", "echo", {"x": 1}, id="j1")
+    log = keys.log(job.id)
+    await client.redis.rpush(log, *[json.dumps({"type": "herder", "n": i}) for i in range(3)])
+    reader = JobEventReader(client.redis, keys, job.id)
+    first = await reader.poll()
+    assert first[0].kind == "snapshot" and first[0].data["state"] == "ready"
+    assert [e.data["n"] for e in first if e.kind == "log"] == [0, 1, 2]
+    assert [e.cursor for e in first if e.kind == "log"] == [1, 2, 3]
+    assert await reader.poll() == []  # nothing changed: nothing sent twice
+    # a reconnect with Last-Event-ID 2 gets a fresh snapshot and only the third event
+    again = await JobEventReader(client.redis, keys, job.id, cursor=2).poll()
+    assert [e.kind for e in again] == ["snapshot", "log"] and again[1].data["n"] == 2
+    async with running_worker(settings, "default"):
+        await wait_state(client, job.id, "succeeded")
+    rest = [e async for e in reader.follow(interval=0.01)]
+    kinds = [e.kind for e in rest]
+    assert "state" in kinds and kinds[-1] == "end" and rest[-1].data["state"] == "succeeded"
+    assert reader.done
+
+
+async def test_trimmed_log_reports_a_gap_instead_of_skipping_silently(client: HerderClient) -> None:
+    keys = client.keys("default")
+    job = await client.enqueue("default", "echo", {}, id="j2")
+    # 10 appended in all, the first 6 trimmed away (as the worker's LTRIM does): log_count says so
+    await client.redis.rpush(keys.log(job.id), *[json.dumps({"n": i}) for i in range(6, 10)])
+    await client.redis.set(keys.log_count(job.id), 10)
+    events = await JobEventReader(client.redis, keys, job.id, cursor=3).poll()
+    logs = [e for e in events if e.kind == "log"]
+    assert logs[0].data == {"type": "herder", "subtype": "log_gap", "missed": 3}
+    assert [e.data["n"] for e in logs[1:]] == [6, 7, 8, 9] and logs[-1].cursor == 10
+
+
+async def test_removed_job_ends_the_feed(client: HerderClient) -> None:
+    keys = client.keys("default")
+    job = await client.enqueue("default", "echo", {}, id="j3")
+    reader = JobEventReader(client.redis, keys, job.id)
+    await reader.poll()
+    await client.remove(job.id, "default")
+    events = await reader.poll()
+    assert [e.kind for e in events] == ["gone"] and reader.done

@@ -1,0 +1,189 @@
+"""A resumable feed of one job's changes, read from Redis: state, attempts, progress and the
+job's event log (a Claude Code run's stream events among them).
+
+The cursor is the absolute position in the job's event log, so a server-sent-events stream can
+resume with `Last-Event-ID`: on (re)connect the reader first sends a `snapshot` (idempotent:
+the whole current state, bounded), then only log events past the cursor. State, progress and
+attempt changes are detected by comparing what was last sent, so nothing is replayed twice in
+one connection and nothing is missed across reconnects (the snapshot carries the latest).
+
+Used by the dashboard (`/api/jobs/{id}/events`) and meant for the HTTP API's
+`/v1/jobs/{id}/events`. One pipelined round trip per poll; the poll interval is the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from herder.keys import QueueKeys
+from herder.models import FINAL_STATES
+
+MAX_EVENT_BYTES = 16_384  # one event's JSON in the feed; larger ones are cut with a note
+MAX_BATCH = 200  # log events per poll
+SNAPSHOT_FIELDS = (
+    "state",
+    "attempts",
+    "max_attempts",
+    "worker",
+    "started_at",
+    "finished_at",
+    "dead_reason",
+    "cancel",
+    "task",
+)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of the feed. `cursor` is the SSE id: the count of log events delivered so far."""
+
+    kind: str  # snapshot | state | progress | attempt | log | end | gone
+    cursor: int
+    data: Any
+
+
+def parse_cursor(last_event_id: str | None) -> int:
+    """The log position a client has seen; anything odd (corrupt, negative, huge) starts over."""
+    if not last_event_id:
+        return 0
+    try:
+        n = int(last_event_id.strip())
+    except ValueError:
+        return 0
+    return n if 0 <= n < 2**53 else 0
+
+
+def bounded_json(raw: str | None, limit: int = MAX_EVENT_BYTES) -> Any:
+    """Decode a stored JSON value, replacing it by a marked preview when over `limit` bytes or
+    not JSON at all (anything in Redis may be corrupt)."""
+    if raw is None or raw == "":
+        return None
+    if len(raw) > limit:
+        return {"_truncated": True, "bytes": len(raw), "preview": raw[: min(limit, 2048)]}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"_corrupt": True, "preview": raw[:512]}
+
+
+@dataclass
+class _Seen:
+    fields: dict[str, str | None] = field(default_factory=dict)
+    progress: str | None = None
+    errors_len: int = -1
+
+
+class JobEventReader:
+    """Reads one job's feed. `poll()` returns the events since the last call; `follow()` polls
+    until the job is final (and its log drained) or gone."""
+
+    def __init__(self, redis: Any, keys: QueueKeys, job_id: str, cursor: int = 0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.job_id = job_id
+        self.cursor = cursor
+        self._seen: _Seen | None = None
+        self.done = False
+
+    async def _read(self) -> tuple[list[str | None], str | None, int, str | None, int]:
+        jk = self.keys.job(self.job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(jk, list(SNAPSHOT_FIELDS))
+            pipe.hget(jk, "progress")
+            pipe.hstrlen(jk, "errors")
+            pipe.get(self.keys.log_count(self.job_id))
+            pipe.llen(self.keys.log(self.job_id))
+            fields, progress, errors_len, count, llen = await pipe.execute()
+        return fields, progress, int(errors_len), count, int(llen)
+
+    async def _read_log(self, first: int, start: int) -> list[str] | None:
+        """Log entries from list index `start`, read atomically with the trim position; None
+        when a trim moved the list since `first` was read (the next poll reads again)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.log_count(self.job_id))
+            pipe.llen(self.keys.log(self.job_id))
+            pipe.lrange(self.keys.log(self.job_id), start, start + MAX_BATCH - 1)
+            count, llen, raws = await pipe.execute()
+        if self._first_index(count, int(llen)) != first:
+            return None
+        return list(raws)
+
+    def _first_index(self, count: str | None, llen: int) -> int:
+        """Absolute position of the list's first element. The worker trims the log from the
+        left; `log_count` (total ever appended) tells how much was trimmed. Without it (older
+        writers) the list is taken as untrimmed."""
+        try:
+            total = int(count) if count is not None else llen
+        except ValueError:
+            total = llen
+        return max(0, total - llen)
+
+    async def poll(self) -> list[JobEvent]:
+        if self.done:
+            return []
+        fields, progress, errors_len, count, llen = await self._read()
+        values = dict(zip(SNAPSHOT_FIELDS, fields, strict=True))
+        out: list[JobEvent] = []
+        if values["state"] is None:
+            self.done = True
+            return [JobEvent("gone", self.cursor, {"id": self.job_id})]
+        first = self._first_index(count, llen)
+        if self.cursor < first:
+            # Events the client never saw were trimmed away: say so, then go on from what is kept.
+            out.append(
+                JobEvent(
+                    "log", first, {"type": "herder", "subtype": "log_gap", "missed": first - self.cursor}
+                )
+            )
+            self.cursor = first
+        if self._seen is None:
+            errors = await self.redis.hget(self.keys.job(self.job_id), "errors")
+            self._seen = _Seen(values, progress, errors_len)
+            out.append(
+                JobEvent(
+                    "snapshot",
+                    self.cursor,
+                    {
+                        "id": self.job_id,
+                        **values,
+                        "progress": bounded_json(progress),
+                        "errors": bounded_json(errors, 65_536) or [],
+                    },
+                )
+            )
+        else:
+            seen = self._seen
+            changed = {k: v for k, v in values.items() if seen.fields.get(k) != v}
+            if changed:
+                seen.fields = values
+                out.append(JobEvent("state", self.cursor, changed))
+            if errors_len != seen.errors_len:
+                seen.errors_len = errors_len
+                errors = bounded_json(await self.redis.hget(self.keys.job(self.job_id), "errors"), 65_536)
+                out.append(JobEvent("attempt", self.cursor, {"errors": errors or []}))
+            if progress != seen.progress:
+                seen.progress = progress
+                out.append(JobEvent("progress", self.cursor, bounded_json(progress)))
+        start = self.cursor - first
+        if start < llen:
+            for raw in await self._read_log(first, start) or []:
+                self.cursor += 1
+                out.append(JobEvent("log", self.cursor, bounded_json(raw)))
+        more = self.cursor - first < llen
+        if values["state"] in FINAL_STATES and not more:
+            self.done = True
+            out.append(JobEvent("end", self.cursor, {"state": values["state"]}))
+        return out
+
+    async def follow(self, interval: float = 0.25) -> AsyncIterator[JobEvent]:
+        while not self.done:
+            events = await self.poll()
+            for e in events:
+                yield e
+            # A full batch means more is waiting: read on at once instead of sleeping.
+            if not self.done and sum(1 for e in events if e.kind == "log") < MAX_BATCH:
+                await asyncio.sleep(interval)
