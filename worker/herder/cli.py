@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -436,21 +437,49 @@ def metrics_cmd(
 def dashboard(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host name users reach the dashboard at (repeatable; '*' for any)"),
+    ] = None,
     redis_url: RedisUrl = None,
     app_spec: AppOpt = None,
 ) -> None:
-    """Serve the web dashboard (operations need HERDER_DASHBOARD_TOKEN when it is set)."""
+    """Serve the web dashboard. Operations need HERDER_DASHBOARD_TOKEN (reads too, once set);
+    without one, a random token is made for this run on a loopback address, and any other
+    address is refused."""
     import uvicorn
 
     from herder.dashboard import create_app
+    from herder.web.security import BindRefused, check_bind, is_wildcard, new_token
 
     configure()
     settings = settings_for(redis_url)
+    token = os.environ.get("HERDER_DASHBOARD_TOKEN") or None
+    try:
+        check_bind(host, token)
+    except BindRefused as exc:
+        fail(2, str(exc))
+    hosts = allowed_host or [h for h in os.environ.get("HERDER_DASHBOARD_ALLOWED_HOSTS", "").split(",") if h]
+    if is_wildcard(host) and not hosts:
+        fail(2, f"listening on {host}: pass --allowed-host NAME (the name users reach it at), or '*' for any")
     try:
         tasks = load_taskset(app_spec)
     except InvalidInput as exc:
         fail(2, str(exc))
-    uvicorn.run(create_app(settings, tasks), host=host, port=port, log_level="warning")
+    shown = host if not is_wildcard(host) else "127.0.0.1"
+    if token is None:
+        # Jupyter-style: the token rides in the URL fragment, which browsers never send.
+        token = new_token()
+        typer.echo(f"dashboard: http://{shown}:{port}/#token={token}", err=True)
+    else:
+        typer.echo(f"dashboard: http://{shown}:{port}/ (token: HERDER_DASHBOARD_TOKEN)", err=True)
+    uvicorn.run(
+        create_app(settings, tasks, token=token, bind_host=host, allowed_hosts=hosts),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+    )
 
 
 @app.command()
