@@ -221,3 +221,35 @@ def test_first_untraversable_finds_a_private_ancestor() -> None:
         assert first_untraversable(private / "inner", 65534, 65534) is None
     finally:
         shutil.rmtree(base)
+
+
+# ---- bwrap ------------------------------------------------------------------------------------
+
+
+def test_probe_reports_bwrap_here_and_says_why_when_it_is_missing() -> None:
+    from herder.processors.claude_code.bwrap import probe
+
+    missing = probe("/nonexistent/bwrap")
+    assert missing.mode == "uid-drop" and not missing.sandboxed
+    assert "install bubblewrap" in missing.reason
+    # This machine has bubblewrap and unprivileged user namespaces (scripts/install-tools.sh).
+    here = probe("bwrap", 65534 if IS_ROOT else None, 65534 if IS_ROOT else None)
+    assert here.sandboxed, here.reason
+    assert here.version and here.version.startswith("bubblewrap")
+    assert here.limits.startswith("rlimits")
+
+
+def test_wrap_unshares_everything_but_the_network_and_keeps_secrets_off_argv(tmp_path: Path) -> None:
+    from herder.processors.claude_code.bwrap import wrap
+
+    ws = tmp_path / "ws"
+    argv = wrap("/usr/bin/bwrap", ["/usr/bin/claude", "-p"], workspace=ws, cwd=ws / "work", ro_binds=["/usr"])
+    assert argv[:2] == ["/usr/bin/bwrap", "--unshare-all"] and "--share-net" in argv
+    assert {"--die-with-parent", "--new-session"} <= set(argv)
+    assert argv[argv.index("--") :] == ["--", "/usr/bin/claude", "-p"]
+    # A private /tmp first, then the binds that may sit under it; the workspace is the only --bind.
+    assert argv.index("--tmpfs") < argv.index("--bind")
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"] == [str(ws)]
+    assert "--setenv" not in argv and "ANTHROPIC_API_KEY" not in " ".join(argv)
+    no_net = wrap("/usr/bin/bwrap", ["/x"], workspace=ws, cwd=ws, ro_binds=[], share_net=False)
+    assert "--share-net" not in no_net

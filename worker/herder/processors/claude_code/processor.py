@@ -10,6 +10,7 @@ from typing import Any
 
 from herder.errors import PermanentError, RetryableError
 from herder.logs import get_logger
+from herder.processors.claude_code.bwrap import Isolation, Probe, probe
 from herder.processors.claude_code.classify import Verdict, classify
 from herder.processors.claude_code.command import build_argv
 from herder.processors.claude_code.payload import ClaudeCodePayload
@@ -69,6 +70,7 @@ class ClaudeCodeProcessor:
         self._settings = settings
         self._protected = False
         self._checked_roots: set[Path] = set()
+        self._probe: Probe | None = None
 
     @property
     def settings(self) -> ClaudeCodeSettings:
@@ -84,12 +86,19 @@ class ClaudeCodeProcessor:
         run_as = RunAs.for_worker(s)
         if not run_as.drops and s.protect_worker and not self._protected:
             self._protected = protect_worker_process()
+        found = await self.probe_sandbox(run_as)
         await asyncio.to_thread(sweep_kept, s.workspace_root, s.keep_on_failure_seconds)
         ws = await asyncio.to_thread(create_workspace, s.workspace_root, ctx.job_id, ctx.attempt, run_as)
         self._check_reachable(ws, run_as)
         succeeded = False
         try:
-            await _publish(ctx, {"phase": "preparing", "workspace": payload.workspace.kind}, s)
+            await _publish(
+                ctx, {"phase": "preparing", "workspace": payload.workspace.kind, "sandbox": found.mode}, s
+            )
+            isolation = None
+            if found.sandboxed:
+                assert found.bwrap is not None
+                isolation = Isolation(found.bwrap, ws.path, tuple(s.sandbox_ro_binds), s.sandbox_share_net)
             marker = new_marker(ctx.job_id, ctx.attempt)
             env = build_env(s, payload.env, ws.home, ws.tmp, marker)
             try:
@@ -104,6 +113,7 @@ class ClaudeCodeProcessor:
                         limits=Limits.from_settings(s),
                         ctx=ctx,
                         settings=s,
+                        isolation=isolation,
                     )
             except TimeoutError:
                 if not deadline.expired():
@@ -129,6 +139,29 @@ class ClaudeCodeProcessor:
             raise RetryableError(f"{verdict.kind}: {verdict.reason}{self._kept_note(ws)}")
         finally:
             await self._cleanup(ws, succeeded)
+
+    async def probe_sandbox(self, run_as: RunAs | None = None) -> Probe:
+        """Which isolation runs get on this worker (probed once). Loud when it is not bwrap."""
+        if self._probe is not None:
+            return self._probe
+        s = self.settings
+        run_as = run_as or RunAs.for_worker(s)
+        if s.sandbox == "none":
+            found = Probe("uid-drop", reason="HERDER_CLAUDE_SANDBOX=none")
+        else:
+            found = await asyncio.to_thread(probe, s.bwrap_bin, run_as.uid, run_as.gid)
+        if not found.sandboxed:
+            if s.sandbox == "bwrap":
+                raise RetryableError(f"HERDER_CLAUDE_SANDBOX=bwrap but {found.reason}")
+            log.error(
+                "claude_code: runs are NOT sandboxed; falling back to the uid drop",
+                reason=found.reason,
+                lost="own PID namespace, private mount view, no view of the worker or other runs",
+            )
+        else:
+            log.info("claude_code: one bwrap sandbox per run", bwrap=found.bwrap, version=found.version)
+        self._probe = found
+        return found
 
     def _check_reachable(self, ws: Workspace, run_as: RunAs) -> None:
         # A root under a private directory (e.g. /root/...) still lets the CLI start, but its

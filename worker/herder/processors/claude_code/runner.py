@@ -19,7 +19,8 @@ from typing import Any
 
 from herder.errors import RetryableError
 from herder.logs import get_logger
-from herder.processors.claude_code.sandbox import MARKER_ENV, Limits, ProcessGroup, RunAs, spawn
+from herder.processors.claude_code.bwrap import Isolation, Sandbox, wrap
+from herder.processors.claude_code.sandbox import MARKER_ENV, Killable, Limits, ProcessGroup, RunAs, spawn
 from herder.processors.claude_code.settings import ClaudeCodeSettings
 from herder.processors.claude_code.stream import LineSplitter, Summary, extract_result, fold, parse_line
 from herder.tasks import JobContext
@@ -241,21 +242,38 @@ async def run_cli(
     limits: Limits,
     ctx: JobContext,
     settings: ClaudeCodeSettings,
+    isolation: Isolation | None = None,
 ) -> RunOutcome:
     """Run the CLI to completion and report what it printed and how it exited.
 
     On cancellation (the worker's timeout, a cancel, the drain deadline) the whole process group
     is terminated — SIGTERM, then SIGKILL after the grace period — before CancelledError goes on.
+    With `isolation` the CLI runs in its own bwrap sandbox, and "the whole group" is its PID
+    namespace.
     """
     run = _Run(ctx, settings)
+    command = argv
+    if isolation is not None:
+        command = wrap(
+            isolation.bwrap,
+            argv,
+            workspace=isolation.workspace,
+            cwd=cwd,
+            ro_binds=isolation.ro_binds,
+            share_net=isolation.share_net,
+        )
     try:
         child = await spawn(
-            argv, cwd=cwd, env=env, run_as=run_as, limits=limits, stdin=asyncio.subprocess.PIPE
+            command, cwd=cwd, env=env, run_as=run_as, limits=limits, stdin=asyncio.subprocess.PIPE
         )
     except OSError as exc:
         raise RetryableError(f"cannot start the Claude Code CLI {argv[0]!r}: {exc}") from None
     proc = child.proc
-    group = ProcessGroup(proc.pid, env.get(MARKER_ENV), run_as.effective_uid)
+    group: Killable
+    if isolation is not None:
+        group = Sandbox(proc.pid)
+    else:
+        group = ProcessGroup(proc.pid, env.get(MARKER_ENV), run_as.effective_uid)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     run.phase = "running"
     feeder = asyncio.create_task(run.feed(proc.stdin, prompt.encode("utf-8")))
@@ -265,6 +283,9 @@ async def run_cli(
     tasks = (feeder, out_reader, err_reader, publisher)
     try:
         returncode = await child.wait()
+        if isolation is not None and 128 < returncode < 128 + 65:
+            # bwrap reports a command killed by signal N as exit status 128 + N.
+            returncode = -(returncode - 128)
         # The CLI is gone. Anything it left running goes too, which also closes the pipes.
         run.stats.stragglers_killed = bool(group.members())
         await group.terminate(settings.kill_grace_seconds)

@@ -413,7 +413,38 @@ def scan_processes(pgid: int, marker: str | None, uid: int | None) -> list[int]:
     return found
 
 
-class ProcessGroup:
+class Killable:
+    """Something whose processes can be listed, signalled and killed; `terminate` escalates."""
+
+    def members(self) -> list[int]:
+        raise NotImplementedError
+
+    def signal(self, sig: int) -> bool:
+        raise NotImplementedError
+
+    def kill(self, rounds: int = 50) -> bool:
+        raise NotImplementedError
+
+    async def terminate(self, grace: float, child: Child | None = None) -> None:
+        """SIGTERM everyone, wait up to `grace` seconds for them to go, then SIGKILL the rest.
+
+        The SIGKILL runs in `finally`: a second cancellation during the grace period cannot skip it."""
+        try:
+            if self.signal(signal.SIGTERM) and grace > 0:
+                deadline = time.monotonic() + grace
+                # Polling /proc: there is no event for "a process outside our tree exited".
+                for _ in range(int(grace / 0.05) + 1):
+                    if time.monotonic() >= deadline or not self.members():
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            self.kill()
+        if child is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), timeout=5)
+
+
+class ProcessGroup(Killable):
     """Everything one child started: its process group/session (pgid == the child's pid, as it
     was started with setsid), plus marked processes of its uid that escaped with setsid."""
 
@@ -445,21 +476,3 @@ class ProcessGroup:
                 return True
             time.sleep(0.002)
         return not self.members()
-
-    async def terminate(self, grace: float, child: Child | None = None) -> None:
-        """SIGTERM everyone, wait up to `grace` seconds for them to go, then SIGKILL the rest.
-
-        The SIGKILL runs in `finally`: a second cancellation during the grace period cannot skip it."""
-        try:
-            if self.signal(signal.SIGTERM) and grace > 0:
-                deadline = time.monotonic() + grace
-                # Polling /proc: there is no event for "a process outside our tree exited".
-                for _ in range(int(grace / 0.05) + 1):
-                    if time.monotonic() >= deadline or not self.members():
-                        break
-                    await asyncio.sleep(0.05)
-        finally:
-            self.kill()
-        if child is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(child.wait(), timeout=5)

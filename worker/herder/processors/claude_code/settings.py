@@ -7,15 +7,34 @@ or a JSON list.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GiB = 1 << 30
 MiB = 1 << 20
+# Kept here (not imported from bwrap.py) so that settings stay import-cycle free.
+DEFAULT_RO_BINDS = (
+    "/usr",
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/gitconfig",
+)
 
 CsvList = Annotated[list[str], NoDecode]
 
@@ -25,8 +44,9 @@ class ClaudeCodeSettings(BaseSettings):
 
     # The CLI: a name looked up on the worker's PATH, or a path.
     bin: str = "claude"
-    # Fresh per-task workspaces are created under this directory.
-    workspace_root: Path = Path(tempfile.gettempdir()) / "herder-claude"
+    # Fresh per-task workspaces are created under this directory. Not under /tmp: anyone can
+    # plant a CLAUDE.md there, which the CLI reads from every directory above its cwd.
+    workspace_root: Path = Path("/var/lib/herder/claude")
     # `{"kind": "path", "path": "x"}` sources resolve under this root; unset disables them.
     path_root: Path | None = None
     # Keep a failed task's workspace this long for debugging (0: remove at once).
@@ -41,6 +61,16 @@ class ClaudeCodeSettings(BaseSettings):
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     child_path: str = "/usr/local/bin:/usr/bin:/bin"
+
+    # One bubblewrap sandbox per run. "auto": bwrap where it works, else the uid-drop fallback
+    # (logged loudly, reported by `herder worker --check`); "bwrap": refuse to run without it;
+    # "none": the uid-drop path only (no namespaces).
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    bwrap_bin: str = "bwrap"
+    # Read-only paths the sandbox sees besides /usr (and /bin, /lib... ) and the CLI's directory.
+    sandbox_ro_binds: CsvList = list(DEFAULT_RO_BINDS)
+    # The CLI must reach ANTHROPIC_BASE_URL; turn off only with a CLI that needs no network.
+    sandbox_share_net: bool = True
 
     # Identity when the worker runs as root (nobody/nogroup by default).
     run_uid: int = Field(default=65534, gt=0)
@@ -77,7 +107,7 @@ class ClaudeCodeSettings(BaseSettings):
     git_allowed_schemes: CsvList = ["https", "ssh"]
     git_timeout_seconds: float = Field(default=600.0, gt=0)
 
-    @field_validator("pass_env", "env_allowlist", "git_allowed_schemes", mode="before")
+    @field_validator("pass_env", "env_allowlist", "git_allowed_schemes", "sandbox_ro_binds", mode="before")
     @classmethod
     def _split_csv(cls, v: Any) -> Any:
         if isinstance(v, str):
