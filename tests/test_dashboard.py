@@ -24,6 +24,7 @@ import redis
 import uvicorn
 from playwright.sync_api import expect
 
+from herder import trends
 from herder.dashboard import create_app
 from herder.settings import HerderSettings
 from redis_proc import RedisProc, free_port
@@ -88,6 +89,7 @@ def seeded(redis_server: RedisProc) -> redis.Redis:
                 await wait_state(c, dead.id, "dead")
             for i in range(3):
                 await c.enqueue("web", "echo", {"i": i}, id=f"r{i}", labels={"team": "a" if i else "b"})
+            await trends.record(c.redis, c.keys("web"), lease_ms=2000)  # what workers do each minute
 
     asyncio.run(seed())
     return redis.Redis(port=redis_server.port, decode_responses=True)
@@ -280,6 +282,9 @@ def test_lists_are_paginated_and_values_capped(seeded: redis.Redis, redis_server
         assert [x["id"] for x in f["items"]] == ["r0"]
         f = httpx.get(f"{srv.url}/api/queues/web/jobs?state=dead&task=fail", headers=AUTH).json()
         assert [x["id"] for x in f["items"]] == ["doomed"]
+        t = httpx.get(f"{srv.url}/api/queues/web/trends?minutes=30", headers=AUTH).json()["series"]
+        assert len(t["t"]) == 30 and 3.0 in t["ready"]
+        assert httpx.get(f"{srv.url}/api/queues/web/trends?minutes=100000", headers=AUTH).status_code == 422
         bad = httpx.get(f"{srv.url}/api/queues/web/jobs?state=bogus", headers=AUTH)
         assert bad.status_code == 400 and "unknown state" in bad.json()["detail"]
         assert httpx.get(f"{srv.url}/api/jobs/nope?queue=web", headers=AUTH).status_code == 404
@@ -333,6 +338,9 @@ def test_browse_queue_to_job_and_bulk_retry_from_dlq(
         assert seeded.exists("herder:{web}:paused")
         row.get_by_role("link", name="web").click()
         page.locator('#jobs tr[data-job="r0"]').wait_for()
+        # trends drawn by the vendored chart library from the sample in Redis
+        expect(page.locator("#trend-samples")).to_have_text("1 samples")
+        expect(page.locator("#trends canvas")).to_have_count(4)
         page.click('#state-tabs a[data-state="dead"]')
         dead = page.locator('#jobs tr[data-job="doomed"]')
         dead.wait_for()

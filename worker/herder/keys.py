@@ -58,6 +58,11 @@ class QueueKeys:
         return f"{self.base}:ctl:{worker_id}"
 
     @property
+    def trend(self) -> str:
+        """Hash: minute (epoch // 60) -> one trend sample (see lua/trend.lua); bounded, with a TTL."""
+        return f"{self.base}:trend"
+
+    @property
     def ready(self) -> str:
         return f"{self.base}:ready"
 

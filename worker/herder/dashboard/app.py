@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from herder import __version__
+from herder import __version__, trends
 from herder.browse import BROWSABLE, MAX_PAGE, Browser, JobFilter
 from herder.client import HerderClient, check_queue
 from herder.cron import due_ticks, tick_job_id
@@ -367,6 +367,16 @@ def create_app(
     async def undrain(queue: str, worker_id: str, c: Client) -> dict[str, Any]:
         await c.undrain_worker(queue, worker_id)
         return {"worker": worker_id, "draining": False}
+
+    @app.get("/api/queues/{queue}/trends", dependencies=[Read])
+    async def queue_trends(
+        queue: str, c: Client, minutes: Annotated[int, Query(ge=5, le=trends.RETENTION_MINUTES)] = 180
+    ) -> dict[str, Any]:
+        return {
+            "queue": queue,
+            "minutes": minutes,
+            "series": await trends.read(c.redis, c.keys(queue), minutes),
+        }
 
     @app.get("/api/queues/{queue}/cron", dependencies=[Read])
     async def cron(queue: str, c: Client) -> list[dict[str, Any]]:

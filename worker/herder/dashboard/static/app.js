@@ -163,6 +163,8 @@
     const pauseBtn = el("button", { id: "pause-btn", text: "Pause" });
     const workersBody = el("tbody");
     const cronBody = el("tbody");
+    const trendsEl = el("div", { class: "charts" });
+    let trendsAt = 0;
     view.replaceChildren(
       el("section", {},
         el("h2", {}, "Queue ", el("span", { id: "queue-name", text: queue }), " ", pauseBtn),
@@ -179,6 +181,7 @@
         pager),
       el("section", {}, el("h2", { text: "Workers" }),
         el("table", { id: "workers" }, el("thead", {}, el("tr", {}, ...["worker", "host / pod", "version", "in flight", "capacity", "load", "jobs", "draining", "last seen", ""].map(h => el("th", { text: h })))), workersBody)),
+      el("section", { id: "trends" }, el("h2", {}, "Trends ", el("span", { class: "muted", text: "(per minute, last 3 hours, from Redis)" })), trendsEl),
       el("section", {}, el("h2", { text: "Cron" }),
         el("table", { id: "cron" }, el("thead", {}, el("tr", {}, ...["task", "expression", "next ticks", "last runs"].map(h => el("th", { text: h })))), cronBody)));
     all.addEventListener("change", () => {
@@ -217,6 +220,10 @@
             el("td", { text: w.draining ? (w.drained ? "drained" : "draining") : "" }), el("td", { text: ago(w.last_seen) }),
             el("td", {}, el("button", { text: w.draining ? "Undrain" : "Drain", onclick: async () => { await act(`/api/queues/${enc(queue)}/workers/${enc(w.id)}/${w.draining ? "undrain" : "drain"}`); load(); } })));
         }));
+        if (Date.now() - trendsAt > 20000) {
+          trendsAt = Date.now();
+          drawTrends(trendsEl, (await api(`/api/queues/${enc(queue)}/trends?minutes=180`)).series);
+        }
         const crons = await api(`/api/queues/${enc(queue)}/cron`);
         cronBody.replaceChildren(...crons.map(c => el("tr", {}, el("td", { text: c.task }), el("td", {}, el("code", { text: c.cron })),
           el("td", { text: c.next.slice(0, 3).map(fmtTime).join(", ") }),
@@ -225,6 +232,34 @@
       } catch (e) { say("error: " + e.message, true); }
     }
     every(3000, load);
+  }
+
+  // ---- trends (uPlot, vendored) ------------------------------------------------------------
+
+  const CHARTS = [
+    { id: "chart-rates", title: "jobs per minute", series: [["enqueued", "#3451b2"], ["succeeded", "#157f3b"], ["retried", "#b25e09"], ["dead", "#b42318"], ["cancelled", "#6b7385"]] },
+    { id: "chart-depth", title: "depth", series: [["ready", "#3451b2"], ["scheduled", "#7a3db8"], ["waiting", "#6b7385"], ["active", "#157f3b"], ["deadq", "#b42318"]] },
+    { id: "chart-wait", title: "wait of next jobs (s)", scale: 0.001, series: [["wait_p50_ms", "#3451b2"], ["wait_p95_ms", "#b25e09"]] },
+    { id: "chart-workers", title: "workers and utilisation", series: [["workers", "#3451b2"], ["in_flight", "#157f3b"], ["capacity", "#6b7385"], ["utilisation", "#b25e09", "util"]] },
+  ];
+
+  function drawTrends(target, data) {
+    if (typeof uPlot === "undefined") return;
+    const samples = data.t.filter((_, i) => data.ready[i] !== null).length;
+    target.replaceChildren(el("p", { class: "muted", id: "trend-samples", text: samples ? `${samples} samples` : "no samples yet (workers record one a minute)" }));
+    const width = Math.max(300, Math.min(560, (target.clientWidth || 1100) / 2 - 20));
+    for (const c of CHARTS) {
+      const box = el("div", { class: "chart", id: c.id });
+      target.appendChild(box);
+      const cols = [data.t, ...c.series.map(([k]) => data[k].map(v => (v === null ? null : v * (c.scale || 1))))];
+      const hasUtil = c.series.some(s => s[2] === "util");
+      new uPlot({
+        title: c.title, width, height: 180,
+        scales: { x: { time: true }, util: { range: [0, 1] } },
+        axes: [{}, {}, ...(hasUtil ? [{ scale: "util", side: 1, grid: { show: false } }] : [])],
+        series: [{}, ...c.series.map(([k, color, scale]) => ({ label: k, stroke: color, width: 1.5, scale: scale || "y", spanGaps: false }))],
+      }, cols, box);
+    }
   }
 
   // ---- one job ----------------------------------------------------------------------------
