@@ -127,3 +127,86 @@ def test_taskset_rejects_bad_capability() -> None:
     ts = TaskSet()
     with pytest.raises(InvalidInput, match="capability"):
         ts.task("t", capabilities=("gpu\n",))(_noop)
+
+
+# ---- the queue index and the exporter ------------------------------------------------------
+
+BAD_INDEX_MEMBERS: list[bytes | str] = ["bad name", "q\n", "x" * 300, "", b"\xff\xfe", "{q}"]
+
+
+def _scrape(collector: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reg = CollectorRegistry()
+    reg.register(collector)
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+async def test_invalid_index_members_are_skipped_not_fatal(settings: Any, client: HerderClient) -> None:
+    import asyncio
+
+    from herder.queue_metrics import QueueCollector
+
+    await client.enqueue("alpha", "echo")
+    await client.enqueue("beta", "echo")
+    await client.redis.sadd("herder:queues", *BAD_INDEX_MEMBERS)
+    assert await client.queues() == ["alpha", "beta"]
+    with pytest.raises(Exception, match="no job"):  # find_queue still works over the rest
+        await client.get_job("nope")
+
+    collector = QueueCollector(settings)
+    try:
+        s = await asyncio.to_thread(_scrape, collector)
+    finally:
+        collector.close()
+    assert s[("herder_queue_redis_up", frozenset())] == 1
+    queues = {dict(labels).get("queue") for name, labels in s if name == "herder_queue_jobs"}
+    assert queues == {"alpha", "beta"}
+
+
+async def test_exporter_bounds_labels_connections_and_queue_count(
+    settings: Any, client: HerderClient
+) -> None:
+    import asyncio
+
+    from herder.queue_metrics import EVENTS, QueueCollector
+
+    await client.enqueue("alpha", "echo")
+    # Producer-writable counters: unknown fields and non-numbers never become series or errors.
+    await client.redis.hset("herder:{alpha}:stats", mapping={f"evil{i}": 1 for i in range(500)})
+    await client.redis.hset("herder:{alpha}:stats", "succeeded", "not-a-number")
+    # A queue whose worker hash is corrupt is skipped; the others are still exported.
+    now_ms = int((await client.redis.time())[0]) * 1000
+    await client.redis.hset("herder:{broken}:worker:w", mapping={"id": "w", "jobs": "{not json"})
+    await client.redis.zadd("herder:{broken}:workers", {"w": now_ms + 60_000})
+    await client.redis.sadd("herder:queues", "broken", *(f"q{i:05d}" for i in range(3000)))
+
+    capped = QueueCollector(settings, concurrency=4, max_queues=1000)
+    try:
+        s = await asyncio.to_thread(_scrape, capped)
+    finally:
+        capped.close()
+    assert s[("herder_queue_redis_up", frozenset())] == 1
+    queues = {dict(labels)["queue"] for name, labels in s if name == "herder_queue_jobs"}
+    assert 990 <= len(queues) <= 1000
+    # The scrape held at most `concurrency` status reads (plus the index read) open at once.
+    clients = await client.redis.client_list()
+    assert len(clients) <= 4 + 2, len(clients)
+
+    collector = QueueCollector(settings, ["alpha", "broken"])
+    try:
+        s = await asyncio.to_thread(_scrape, collector)
+    finally:
+        collector.close()
+    assert s[("herder_queue_redis_up", frozenset())] == 1
+    queues = {dict(labels)["queue"] for name, labels in s if name == "herder_queue_jobs"}
+    assert queues == {"alpha"}
+    events = {dict(labels)["event"] for name, labels in s if name == "herder_queue_events_total"}
+    assert events == set(EVENTS)
+    assert s[("herder_queue_events_total", frozenset({("queue", "alpha"), ("event", "enqueued")}))] == 1
+    assert s[("herder_queue_events_total", frozenset({("queue", "alpha"), ("event", "succeeded")}))] == 0

@@ -7,7 +7,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +17,26 @@ from redis.exceptions import ResponseError
 from herder.backoff import Backoff
 from herder.connection import redis_client
 from herder.errors import Conflict, InvalidInput, NotFound
-from herder.keys import RESERVED_ID_PREFIX, QueueKeys, queues_key, reserved_id, valid_id, valid_queue
+from herder.keys import (
+    RESERVED_ID_PREFIX,
+    QueueKeys,
+    queues_key,
+    reserved_id,
+    split_queue_names,
+    valid_id,
+    valid_queue,
+)
+from herder.logs import get_logger
 from herder.models import MAX_PRIORITY, MIN_PRIORITY, EnqueueResult, Job, JobState, QueueStatus, WorkerInfo
 from herder.scripts import Scripts
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
 
+log = get_logger("herder.client")
+
 MAX_BATCH = 10_000
+QUEUE_PAGE = 1000  # SSCAN COUNT when reading the queue index
+_REPORTED_BAD_QUEUES: set[str] = set()
 MAX_LABELS = 32
 MAX_LABEL_KEY_CHARS = 63  # as Kubernetes label names
 MAX_LABEL_VALUE_CHARS = 256
@@ -118,6 +131,10 @@ class JobRequest(BaseModel):
                 raise ValueError("'at' needs a timezone (e.g. 2026-01-01T00:00:00Z)")
             return int(self.at.timestamp() * 1000)
         return int(self.at * 1000)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, str) and v.lstrip("-").isdigit() and len(v) < 20
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -228,8 +245,38 @@ class HerderClient:
 
     # ---- inspect -------------------------------------------------------------------------
 
+    async def queue_pages(self, page_size: int = QUEUE_PAGE) -> AsyncIterator[list[str]]:
+        """The queue index page by page (SSCAN), valid names only.
+
+        The index is writable by producers and workers (docs/security.md), so one odd member
+        must not break every reader: invalid names are skipped with a log line. A name may come
+        twice across pages (SSCAN's contract); callers that need a set dedupe."""
+        key = queues_key(self.settings.key_prefix)
+        cursor: Any = 0
+        while True:
+            cursor, raw = await self.redis.sscan(key, cursor, count=page_size)
+            valid, invalid = split_queue_names(raw)
+            fresh = [n for n in invalid if repr(n) not in _REPORTED_BAD_QUEUES]
+            if fresh:  # once per name and process: readers scan the index on every scrape
+                if len(_REPORTED_BAD_QUEUES) < 10_000:
+                    _REPORTED_BAD_QUEUES.update(repr(n) for n in fresh)
+                log.warning(
+                    "queue index: skipping invalid queue names",
+                    key=key,
+                    count=len(fresh),
+                    sample=[repr(n)[:80] for n in fresh[:3]],
+                )
+            if valid:
+                yield valid
+            if int(cursor) == 0:
+                return
+
     async def queues(self) -> list[str]:
-        return sorted(await self.redis.smembers(queues_key(self.settings.key_prefix)))
+        """Every valid queue name in the index, sorted (see `queue_pages`)."""
+        names: set[str] = set()
+        async for page in self.queue_pages():
+            names.update(page)
+        return sorted(names)
 
     async def find_queue(self, job_id: str) -> str:
         """Jobs are addressed by id alone on the CLI: look the id up in every known queue."""
@@ -294,7 +341,8 @@ class HerderClient:
             dead=int(dead),
             paused=bool(int(paused)),
             workers=sorted(infos, key=lambda w: w.id),
-            counters={k: int(v) for k, v in zip(stats[::2], stats[1::2], strict=True)},
+            # A non-integer field (the stats hash is producer-writable) is skipped, not fatal.
+            counters={k: int(v) for k, v in zip(stats[::2], stats[1::2], strict=True) if _is_int(v)},
             now=int(now) / 1000,
         )
 

@@ -20,6 +20,10 @@ def redis_client(settings: HerderSettings) -> ArqRedis:
     """An ArqRedis (a redis.asyncio.Redis) with decoded responses, so arq's Worker accepts it."""
     kwargs: dict[str, Any] = {
         "decode_responses": True,
+        # Anything in Redis may be corrupt: non-UTF-8 bytes decode to lone surrogates (and encode
+        # back unchanged) instead of failing a whole reply, e.g. a claim of several jobs; the
+        # readers then reject the one bad value (see models.Job.from_hash).
+        "encoding_errors": "surrogateescape",
         "socket_connect_timeout": settings.redis_connect_timeout,
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_keepalive": True,

@@ -4,6 +4,7 @@ so a whole queue lives in one Redis Cluster slot and its Lua scripts stay legal 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Always test with `fullmatch` (via the helpers below): `match` lets `$` accept a trailing newline.
@@ -17,6 +18,15 @@ RESERVED_ID_PREFIX = "herder-"
 
 def valid_queue(name: object) -> bool:
     return isinstance(name, str) and QUEUE_RE.fullmatch(name) is not None
+
+
+def split_queue_names(raw: Iterable[object]) -> tuple[list[str], list[object]]:
+    """Split members read from the queue index into valid queue names and everything else."""
+    valid: list[str] = []
+    invalid: list[object] = []
+    for name in raw:
+        (valid if valid_queue(name) else invalid).append(name)  # type: ignore[arg-type]
+    return valid, invalid
 
 
 def valid_id(job_id: object) -> bool:

@@ -30,6 +30,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herder.client import HerderClient, check_queue
 from herder.logs import get_logger
@@ -58,6 +61,12 @@ EVENTS = (
 )
 DEFAULT_TIMEOUT = 5.0  # seconds for one scrape; below Prometheus' default scrape_timeout (10 s)
 DEFAULT_TARGET = "default"
+# Status reads in flight per target: enough to hide round-trip latency, few enough that 10k
+# queues neither exhaust the connection pool nor starve the workers sharing this Redis.
+DEFAULT_CONCURRENCY = 16
+# Series are per queue: past this many queues a scrape would be too slow and too large to be
+# useful; the rest are left out (logged), not the whole scrape.
+DEFAULT_MAX_QUEUES = 5000
 
 
 @dataclass(frozen=True)
@@ -112,10 +121,17 @@ class QueueCollector(Collector):
         *,
         labels: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_queues: int = DEFAULT_MAX_QUEUES,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
+        if concurrency < 1 or max_queues < 1:
+            raise ValueError("concurrency and max_queues must be >= 1")
         self.timeout = timeout
+        self.concurrency = concurrency
+        self.max_queues = max_queues
+        self._truncated: set[str] = set()  # targets whose index exceeded max_queues (logged once)
         self._lock = threading.Lock()
         self._targets: dict[str, _Target] = {}
         self._clients: dict[str, tuple[_Target, HerderClient]] = {}  # touched only on the loop
@@ -185,10 +201,45 @@ class QueueCollector(Collector):
         self._clients[name] = (target, client)
         return client
 
+    async def _queue_names(self, name: str, target: _Target, client: HerderClient) -> list[str]:
+        if target.queues is not None:
+            return list(target.queues)
+        names: dict[str, None] = {}
+        async for page in client.queue_pages():
+            names.update(dict.fromkeys(page))
+            if len(names) >= self.max_queues:
+                if name not in self._truncated:
+                    self._truncated.add(name)
+                    log.warning(
+                        "queue metrics: queue index larger than max_queues; exporting the first ones",
+                        target=name,
+                        max_queues=self.max_queues,
+                    )
+                return sorted(names)[: self.max_queues]
+        self._truncated.discard(name)
+        return sorted(names)
+
     async def _read(self, name: str, target: _Target) -> list[QueueStatus]:
+        """Status of every queue, at most `concurrency` reads in flight (a pool of readers, not
+        one task per queue, so 100k queues cost 16 coroutines, not 100k)."""
         client = await self._client(name, target)
-        queues = list(target.queues) if target.queues is not None else await client.queues()
-        return list(await asyncio.gather(*(client.status(q) for q in queues)))
+        queues = await self._queue_names(name, target, client)
+        out: dict[str, QueueStatus] = {}
+        todo = iter(queues)
+
+        async def reader() -> None:
+            for q in todo:
+                try:
+                    out[q] = await client.status(q)
+                except (RedisConnectionError, RedisTimeoutError, NoPermissionError):
+                    raise  # the target is down (or the role lacks rights): report it as such
+                except Exception as exc:  # one corrupt queue must not hide the others
+                    log.warning(
+                        "queue metrics: skipping a queue that cannot be read", queue=q, error=str(exc)[:200]
+                    )
+
+        await asyncio.gather(*(reader() for _ in range(min(self.concurrency, len(queues)))))
+        return [out[q] for q in queues if q in out]
 
     def read(self) -> list[_Reading]:
         """Read every target concurrently; a target that fails or times out reads as down."""
@@ -320,9 +371,10 @@ class _Families:
         self.draining.add_metric(lv, float(sum(1 for w in s.workers if w.draining)))
         self.capacity.add_metric(lv, float(sum(w.capacity for w in s.workers if not w.draining)))
         self.in_flight.add_metric(lv, float(sum(w.in_flight for w in s.workers)))
-        counters = {e: 0 for e in EVENTS} | s.counters
-        for event, value in sorted(counters.items()):
-            self.events.add_metric([*lv, event], float(value))
+        # Only known events: the stats hash is writable by producers (docs/security.md), and an
+        # arbitrary field must not become a new series.
+        for event in EVENTS:
+            self.events.add_metric([*lv, event], float(s.counters.get(event, 0)))
 
 
 def serve(
