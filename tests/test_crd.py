@@ -124,7 +124,7 @@ INVALID = [
     ("queue", "bad queue!", "queue"),
     ("queue", _DELETE, "queue"),
     ("redis.url", "http://x", "redis.url"),
-    ("redis.url", _DELETE, "redis.url or redis.secretRef.urlKey"),
+    ("redis.url", _DELETE, "redis.url or redis.secretRef"),
     ("worker.image", _DELETE, "worker.image or worker.podTemplate"),
     ("worker.concurrency", 0, "worker.concurrency"),
     ("targetUtilization", 0, "targetUtilization"),

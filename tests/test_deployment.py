@@ -72,10 +72,8 @@ def test_redis_credentials_come_from_the_secret() -> None:
         "optional": True,
     }
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    url_from_secret = spec(
-        redis={"secretRef": {"name": "s", "urlKey": "url"}, "tls": {"enabled": True, "secretName": "ca"}}
-    )
-    dep = build_deployment(url_from_secret, OWNER, namespace="ns")
+    url_from_secret = spec(redis={"secretRef": {"name": "s"}, "tls": {"enabled": True, "secretName": "ca"}})
+    dep = build_deployment(url_from_secret, OWNER, namespace="ns", url_in_secret=True)
     env = {e["name"]: e for e in container(dep)["env"]}
     assert env["HERDER_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "url"
     assert env["HERDER_REDIS_TLS_CA_CERTS"]["value"] == "/etc/herder/tls/ca.crt"
@@ -101,5 +99,8 @@ def test_pod_template_is_completed_not_replaced() -> None:
     assert pod["spec"]["priorityClassName"] == "batch"
     main, side = pod["spec"]["containers"]
     assert main["image"] == "custom:1" and main["args"][0] == "worker"
-    assert {"name": "X", "value": "1"} in main["env"] and side == {"name": "side", "image": "s"}
+    assert {"name": "X", "value": "1"} in main["env"] and side["image"] == "s"
+    # Sidecars get the restricted defaults they leave unset (the Pod Security Standard covers them).
+    assert side["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "readOnlyRootFilesystem" not in side["securityContext"]
     assert template["spec"]["containers"][0].get("args") is None  # the spec's template is not mutated

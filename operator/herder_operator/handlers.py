@@ -9,21 +9,19 @@ operator replicas only one acts.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from herder.client import HerderClient
-from herder.settings import HerderSettings
+from herder_operator.config import load as load_config
+from herder_operator.credentials import Refused, admit
 from herder_operator.pools.kubernetes import KubernetesPool
 from herder_operator.reconciler import Reconciler, invalid_status, status_of
 from herder_operator.spec import GROUP, PLURAL, VERSION, Condition, TaskQueueSpec, spec_errors
@@ -51,6 +49,8 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {}  # by TaskQueue uid
+REFUSED: dict[str, tuple[str, float]] = {}  # uid -> (why, when to look again)
+REFUSED_RECHECK = 30.0
 
 
 def _api() -> Any:
@@ -101,55 +101,50 @@ def _parse(spec: Any, body: Any, patch: Any, status: Any, meta: Any) -> TaskQueu
         return None
 
 
-async def _settings_for(spec: TaskQueueSpec, namespace: str) -> tuple[HerderSettings, Any]:
-    """Redis settings for the operator's own client, with credentials read from the Secret."""
-    r = spec.redis
-    values: dict[str, Any] = {"redis_url": r.url, "redis_connect_timeout": 2.0}
-    tmp: tempfile.TemporaryDirectory[str] | None = None
-    if r.key_prefix:
-        values["key_prefix"] = r.key_prefix
-    core = None
-    if r.secret_ref is not None or (r.tls is not None and r.tls.secret_name):
-        from kubernetes import client as k8s
-
-        core = k8s.CoreV1Api(_api())
-    if r.secret_ref is not None and core is not None:
-        secret = await asyncio.to_thread(core.read_namespaced_secret, r.secret_ref.name, namespace)
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-        if r.secret_ref.url_key:
-            values["redis_url"] = data[r.secret_ref.url_key]
-        if r.secret_ref.username_key in data:
-            values["redis_username"] = data[r.secret_ref.username_key]
-        if r.secret_ref.password_key in data:
-            values["redis_password"] = SecretStr(data[r.secret_ref.password_key])
-    if r.tls is not None and r.tls.enabled:
-        values["redis_tls"] = True
-        values["redis_tls_check_hostname"] = r.tls.check_hostname
-        if r.tls.secret_name and core is not None:
-            secret = await asyncio.to_thread(core.read_namespaced_secret, r.tls.secret_name, namespace)
-            tls_data = secret.data or {}
-            if "ca.crt" in tls_data:
-                tmp = tempfile.TemporaryDirectory(prefix="herder-tls-")
-                ca = Path(tmp.name) / "ca.crt"
-                ca.write_bytes(base64.b64decode(tls_data["ca.crt"]))
-                values["redis_tls_ca_certs"] = str(ca)
-    return HerderSettings(**values), tmp
+def _report_refusal(uid: str, body: Any, patch: Any, status: Any, meta: Any, message: str) -> None:
+    """A refused TaskQueue: condition + Event once per message, re-checked every REFUSED_RECHECK."""
+    previous = REFUSED.get(uid)
+    REFUSED[uid] = (message, time.time() + REFUSED_RECHECK)
+    if previous is not None and previous[0] == message and (status or {}).get("phase") == "Invalid":
+        return
+    st = invalid_status(message, _conditions(status), meta.get("generation"), time.time(), reason="Refused")
+    patch.status.update(st.dump())
+    kopf.warn(body, reason="Refused", message=message)
 
 
-async def _ensure(body: Any, spec: TaskQueueSpec, namespace: str, name: str, uid: str) -> Runtime:
+async def _ensure(
+    body: Any, spec: TaskQueueSpec, namespace: str, name: str, uid: str, patch: Any, status: Any, meta: Any
+) -> Runtime | None:
+    """Admit the spec (Secrets, Redis host, pod security), then create or update its Runtime.
+
+    Refused: report it, stop acting on this TaskQueue (its Deployment is left as it was) and
+    return None. Nothing is connected to and nothing is written before admission passed."""
+    from kubernetes import client as k8s
+
+    try:
+        admitted = await admit(spec, namespace, name, k8s.CoreV1Api(_api()), load_config())
+    except Refused as exc:
+        old = RUNTIMES.pop(uid, None)
+        if old is not None:
+            await old.close()
+        _report_refusal(uid, body, patch, status, meta, str(exc))
+        return None
+    REFUSED.pop(uid, None)
     runtime = RUNTIMES.get(uid)
-    key = (spec.redis.model_dump_json(),)
+    key = (spec.redis.model_dump_json(), admitted.settings.model_dump_json())
     if runtime is not None and runtime.settings_key != key:
         await RUNTIMES.pop(uid).close()  # Redis connection changed: reconnect
         runtime = None
     if runtime is None:
-        settings, tmp = await _settings_for(spec, namespace)
         pool = KubernetesPool(_api(), namespace, name, spec)
-        client = HerderClient(settings)
-        runtime = Runtime(Reconciler(spec, pool, client), pool, client, key, tmpdir=tmp)
+        client = HerderClient(admitted.settings)
+        runtime = Runtime(Reconciler(spec, pool, client), pool, client, key, tmpdir=admitted.tmpdir)
         RUNTIMES[uid] = runtime
+    elif admitted.tmpdir is not None:
+        admitted.tmpdir.cleanup()  # same settings: the runtime keeps its own copy
     runtime.reconciler.update_spec(spec)
     runtime.pool.spec = spec
+    runtime.pool.url_in_secret = admitted.url_in_secret
     owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskQueue", "metadata": {"name": name, "uid": uid}}
     if await runtime.pool.ensure(owner):
         kopf.event(body, type="Normal", reason="Created", message=f"created Deployment {runtime.pool.name}")
@@ -178,12 +173,13 @@ async def apply(
         if old is not None:
             await old.close()  # stop acting; the workers are left as they are
         return
-    await _ensure(body, parsed, namespace or "default", name, uid)
+    await _ensure(body, parsed, namespace or "default", name, uid, patch, status, meta)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def forget(*, uid: str, **_: Any) -> None:
     """The Deployment goes with its owner (garbage collection); only our connection is closed."""
+    REFUSED.pop(uid, None)
     runtime = RUNTIMES.pop(uid, None)
     if runtime is not None:
         await runtime.close()
@@ -204,10 +200,15 @@ async def reconcile(
 ) -> None:
     runtime = RUNTIMES.get(uid)
     if runtime is None:
+        refused = REFUSED.get(uid)
+        if refused is not None and time.time() < refused[1]:
+            return  # refused: look again (a Secret may have been labelled) only now and then
         parsed = _parse(spec, body, patch, status, meta)
         if parsed is None:
             return
-        runtime = await _ensure(body, parsed, namespace or "default", name, uid)
+        runtime = await _ensure(body, parsed, namespace or "default", name, uid, patch, status, meta)
+        if runtime is None:
+            return
     now = time.time()
     if now < runtime.next_step:
         return

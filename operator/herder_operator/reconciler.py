@@ -289,17 +289,19 @@ def status_of(
 
 
 def invalid_status(
-    message: str, previous: Sequence[Condition], generation: int | None, now: float
+    message: str,
+    previous: Sequence[Condition],
+    generation: int | None,
+    now: float,
+    reason: str = "InvalidSpec",
 ) -> TaskQueueStatus:
     """The spec failed validation: say what is wrong, and that nothing was changed."""
     return TaskQueueStatus(
         observed_generation=generation,
         phase=Phase.invalid,
         conditions=[
-            _cond(previous, ConditionType.ready, False, "InvalidSpec", message, now),
-            _cond(
-                previous, ConditionType.degraded, True, "InvalidSpec", f"{message}; nothing was changed", now
-            ),
+            _cond(previous, ConditionType.ready, False, reason, message, now),
+            _cond(previous, ConditionType.degraded, True, reason, f"{message}; nothing was changed", now),
         ],
     )
 

@@ -26,6 +26,7 @@ SHORT_NAMES = ["tq"]
 QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 REDIS_URL_PATTERN = r"^(redis|rediss|unix)://"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -39,14 +40,15 @@ class _Model(BaseModel):
 
 
 class SecretRef(_Model):
-    """A Secret in the TaskQueue's namespace holding Redis credentials (ACL user and password)."""
+    """Redis credentials: a Secret in the TaskQueue's namespace that follows Herder's contract.
 
-    name: str = Field(min_length=1, max_length=253)
-    username_key: str = Field(default="username", min_length=1, max_length=253)
-    password_key: str = Field(default="password", min_length=1, max_length=253)
-    url_key: str | None = Field(
-        default=None, min_length=1, max_length=253, description="Key holding the Redis URL (overrides url)."
-    )
+    The Secret must carry the label `herder.dev/credentials: "true"` (its owner's consent to hand it
+    to TaskQueues) and holds fixed keys: `password`, optionally `username` (ACL user) and `url`.
+    A `url` in the Secret binds the credentials to that server: spec.redis.url must then be unset
+    or equal. Keys are not selectable, so a TaskQueue cannot point at another key of another Secret.
+    """
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
 
 
 class RedisTLS(_Model):
@@ -56,7 +58,9 @@ class RedisTLS(_Model):
     secret_name: str | None = Field(
         default=None,
         max_length=253,
-        description="Secret with ca.crt (and tls.crt/tls.key for client certificates), mounted into workers.",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Secret with ca.crt (and tls.crt/tls.key for client certificates), mounted into "
+        "workers; labelled herder.dev/credentials=true like every Secret workers use.",
     )
     check_hostname: bool = True
 
@@ -68,8 +72,8 @@ class RedisSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "has(self.url) || (has(self.secretRef) && has(self.secretRef.urlKey))",
-                    "message": "set redis.url or redis.secretRef.urlKey",
+                    "rule": "has(self.url) || has(self.secretRef)",
+                    "message": "set redis.url or redis.secretRef (a Secret with a url key)",
                 }
             ]
         }
@@ -82,8 +86,8 @@ class RedisSpec(_Model):
 
     @model_validator(mode="after")
     def _has_url(self) -> RedisSpec:
-        if self.url is None and (self.secret_ref is None or self.secret_ref.url_key is None):
-            raise ValueError("set redis.url or redis.secretRef.urlKey")
+        if self.url is None and self.secret_ref is None:
+            raise ValueError("set redis.url or redis.secretRef (a Secret with a url key)")
         return self
 
 

@@ -11,6 +11,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from herder_operator.admission import PASSWORD_KEY, URL_KEY, USERNAME_KEY
 from herder_operator.spec import GROUP, TaskQueueSpec
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -38,24 +39,23 @@ def labels_for(tq_name: str, spec: TaskQueueSpec) -> dict[str, str]:
     }
 
 
-def _redis_env(spec: TaskQueueSpec) -> list[dict[str, Any]]:
+def _redis_env(spec: TaskQueueSpec, url_in_secret: bool) -> list[dict[str, Any]]:
+    """Redis settings for the worker. Credentials come only from the fixed keys of the Secret the
+    spec names (admission checked that its owner labelled it for Herder)."""
     r = spec.redis
     env: list[dict[str, Any]] = []
     ref = r.secret_ref
-    if ref is not None and ref.url_key:
+    if ref is not None and url_in_secret:
         env.append(
             {
                 "name": "HERDER_REDIS_URL",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.url_key}},
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": URL_KEY}},
             }
         )
     elif r.url:
         env.append({"name": "HERDER_REDIS_URL", "value": r.url})
     if ref is not None:
-        for var, key in (
-            ("HERDER_REDIS_USERNAME", ref.username_key),
-            ("HERDER_REDIS_PASSWORD", ref.password_key),
-        ):
+        for var, key in (("HERDER_REDIS_USERNAME", USERNAME_KEY), ("HERDER_REDIS_PASSWORD", PASSWORD_KEY)):
             # optional: an ACL user may have no username key (default user) in the Secret.
             env.append(
                 {"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key, "optional": True}}}
@@ -110,7 +110,17 @@ RESTRICTED_POD: dict[str, Any] = {
 }
 
 
-def _worker_container(spec: TaskQueueSpec, base: dict[str, Any]) -> dict[str, Any]:
+def _restricted(c: dict[str, Any]) -> dict[str, Any]:
+    """Fill the restricted defaults a container leaves unset (explicit values stay, for admission)."""
+    c = copy.deepcopy(c)
+    sc = c.setdefault("securityContext", {})
+    for k, v in RESTRICTED_CONTAINER.items():
+        if k != "readOnlyRootFilesystem":  # not part of the standard; a sidecar may need to write
+            sc.setdefault(k, copy.deepcopy(v))
+    return c
+
+
+def _worker_container(spec: TaskQueueSpec, base: dict[str, Any], url_in_secret: bool) -> dict[str, Any]:
     w = spec.worker
     c = copy.deepcopy(base)
     c.setdefault("name", "worker")
@@ -122,7 +132,7 @@ def _worker_container(spec: TaskQueueSpec, base: dict[str, Any]) -> dict[str, An
     c.setdefault("args", _args(spec))
     ours = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *_redis_env(spec),
+        *_redis_env(spec, url_in_secret),
     ]
     ours += [e.dump() for e in w.env]
     names = {e["name"] for e in ours}
@@ -149,6 +159,7 @@ def build_deployment(
     *,
     namespace: str,
     replicas: int | None = None,
+    url_in_secret: bool = False,
 ) -> dict[str, Any]:
     """The worker Deployment for a TaskQueue. `owner` is the TaskQueue (name, uid, apiVersion, kind).
 
@@ -167,7 +178,12 @@ def build_deployment(
     meta["annotations"] = annotations
     pod = template.setdefault("spec", {})
     containers = pod.get("containers") or [{}]
-    pod["containers"] = [_worker_container(spec, containers[0]), *containers[1:]]
+    pod["containers"] = [
+        _worker_container(spec, containers[0], url_in_secret),
+        *(_restricted(c) for c in containers[1:]),
+    ]
+    if pod.get("initContainers"):
+        pod["initContainers"] = [_restricted(c) for c in pod["initContainers"]]
     pod["terminationGracePeriodSeconds"] = spec.drain_timeout_seconds + GRACE_SLACK_SECONDS
     pod.setdefault("automountServiceAccountToken", False)  # workers never call the Kubernetes API
     if w.service_account_name:
@@ -227,12 +243,13 @@ class KubernetesPool:
         self.tq_name = tq_name
         self.name = deployment_name(tq_name)
         self.spec = spec
+        self.url_in_secret = False  # set by the handlers once they have read the Secret
 
     async def ensure(self, owner: dict[str, Any]) -> bool:
         """Create the Deployment, or bring its template up to date. Returns True when created."""
         from kubernetes.client.exceptions import ApiException
 
-        body = build_deployment(self.spec, owner, namespace=self.namespace)
+        body = build_deployment(self.spec, owner, namespace=self.namespace, url_in_secret=self.url_in_secret)
         try:
             await asyncio.to_thread(self.apps.read_namespaced_deployment, self.name, self.namespace)
         except ApiException as exc:
