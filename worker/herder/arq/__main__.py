@@ -1,0 +1,3 @@
+from herder.arq.cli import cli
+
+cli()

@@ -1,0 +1,17 @@
+"""arq's typing helpers, re-exported."""
+
+from arq.typing import (
+    SecondsTimedelta,
+    StartupShutdown,
+    WorkerCoroutine,
+    WorkerSettingsBase,
+    WorkerSettingsType,
+)
+
+__all__ = [
+    "SecondsTimedelta",
+    "StartupShutdown",
+    "WorkerCoroutine",
+    "WorkerSettingsBase",
+    "WorkerSettingsType",
+]
