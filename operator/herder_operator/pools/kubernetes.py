@@ -33,6 +33,8 @@ def labels_for(tq_name: str, spec: TaskQueueSpec) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "herder-worker",
         "app.kubernetes.io/instance": tq_name,
+        # The chart's worker NetworkPolicy and PodMonitor select on component=worker.
+        "app.kubernetes.io/component": "worker",
         "app.kubernetes.io/managed-by": "herder-operator",
         LABEL_TQ: tq_name,
         LABEL_QUEUE: spec.queue,
