@@ -210,3 +210,70 @@ async def test_exporter_bounds_labels_connections_and_queue_count(
     assert events == set(EVENTS)
     assert s[("herder_queue_events_total", frozenset({("queue", "alpha"), ("event", "enqueued")}))] == 1
     assert s[("herder_queue_events_total", frozenset({("queue", "alpha"), ("event", "succeeded")}))] == 0
+
+
+# ---- corrupt data in Redis ----------------------------------------------------------------
+
+CORRUPTIONS: list[dict[str, bytes | str]] = [
+    {"payload": b"\xff\xfe not utf-8"},
+    {"payload": "{not json"},
+    {"errors": '{"not": "a list"}'},
+    {"state": "exploded"},
+    {"enqueued_at": "yesterday"},
+    {"labels": "[" * 100_000},
+]
+
+
+@pytest.mark.parametrize(
+    "bad", CORRUPTIONS, ids=lambda b: next(iter(b)) + ":" + repr(next(iter(b.values())))[:20]
+)
+async def test_corrupt_job_reads_as_one_clear_error(
+    client: HerderClient, bad: dict[str, bytes | str]
+) -> None:
+    from herder.errors import CorruptData
+
+    r = await client.enqueue("default", "echo")
+    await client.redis.hset(f"herder:{{default}}:job:{r.id}", mapping=bad)
+    with pytest.raises(CorruptData, match=f"job '{r.id}'"):
+        await client.get_job(r.id)
+
+
+async def test_dlq_listing_is_summaries_and_survives_a_corrupt_job(client: HerderClient) -> None:
+    ids = [(await client.enqueue("default", "echo")).id for _ in range(3)]
+    big = "x" * 2_000_000
+    for n, i in enumerate(ids):
+        k = f"herder:{{default}}:job:{i}"
+        await client.redis.hset(k, mapping={"state": "dead", "result": f'"{big}"', "dead_reason": "boom"})
+        await client.redis.zrem("herder:{default}:ready", i)
+        await client.redis.zadd("herder:{default}:dead", {i: n})
+    await client.redis.hset(f"herder:{{default}}:job:{ids[1]}", "errors", b"\xff")
+    listed = await client.dlq_list("default")
+    assert [j.id for j in listed] == ids
+    assert all(j.result is None and j.payload is None for j in listed)
+    assert listed[0].dead_reason == "boom" and listed[2].dead_reason == "boom"
+    assert listed[1].dead_reason is not None and "not valid UTF-8" in listed[1].dead_reason
+
+
+def test_cli_job_on_corrupt_hash_is_one_line(worker_env: dict[str, str], redis_server: Any) -> None:
+    import subprocess
+    import sys
+
+    import redis
+
+    r = redis.Redis(port=redis_server.port)
+    r.sadd("herder:queues", "default")
+    r.hset(
+        "herder:{default}:job:j1", mapping={"id": "j1", "queue": "default", "task": "echo", "state": "ready"}
+    )
+    r.hset("herder:{default}:job:j1", "payload", b"\xff\xfe")
+    r.close()
+    p = subprocess.run(
+        [sys.executable, "-m", "herder.cli", "job", "j1"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "not valid UTF-8" in p.stderr

@@ -102,7 +102,7 @@ class Role:
         return sorted(cmds)
 
 
-_READ = ("smembers", "sscan", "exists", "hgetall", "hget", "lrange", "zrange")
+_READ = ("smembers", "sscan", "exists", "hgetall", "hget", "hmget", "lrange", "zrange")
 
 ROLES: dict[str, Role] = {
     r.name: r

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from herder.backoff import Backoff
 from herder.connection import redis_client
-from herder.errors import Conflict, InvalidInput, NotFound
+from herder.errors import Conflict, CorruptData, InvalidInput, NotFound
 from herder.keys import (
     RESERVED_ID_PREFIX,
     QueueKeys,
@@ -37,6 +37,26 @@ log = get_logger("herder.client")
 MAX_BATCH = 10_000
 QUEUE_PAGE = 1000  # SSCAN COUNT when reading the queue index
 _REPORTED_BAD_QUEUES: set[str] = set()
+# What job listings read: never the payload, result or progress (each may be up to its cap).
+SUMMARY_FIELDS = (
+    "id",
+    "queue",
+    "task",
+    "state",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "labels",
+    "caps",
+    "enqueued_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "errors",
+    "worker",
+    "dead_reason",
+    "replays",
+)
 MAX_LABELS = 32
 MAX_LABEL_KEY_CHARS = 63  # as Kubernetes label names
 MAX_LABEL_VALUE_CHARS = 256
@@ -418,13 +438,25 @@ class HerderClient:
         return list(await self.redis.zrange(f"{self.keys(queue).base}:dead", 0, end))
 
     async def dlq_list(self, queue: str, limit: int = 100) -> list[Job]:
+        """Dead jobs as summaries: payload, result, progress left out (read with get_job), so a
+        listing stays small however big the jobs are. A job that cannot be decoded is listed
+        with the reason instead of failing the listing."""
         keys = self.keys(queue)
         ids = await self.dlq_ids(queue, limit)
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.hgetall(keys.job(i))
-            raws = await pipe.execute()
-        return [Job.from_hash(r) for r in raws if r]
+                pipe.hmget(keys.job(i), *SUMMARY_FIELDS)
+            rows = await pipe.execute()
+        out = []
+        for i, row in zip(ids, rows, strict=True):
+            raw = {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
+            if not raw:
+                continue  # removed between the two reads
+            try:
+                out.append(Job.from_hash(raw))
+            except CorruptData as exc:
+                out.append(Job(id=i, queue=queue, task="?", state=JobState.dead, dead_reason=str(exc)))
+        return out
 
     async def dlq_purge(self, queue: str) -> int:
         """Delete every dead job. Each is removed atomically; returns how many."""

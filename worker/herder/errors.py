@@ -19,6 +19,10 @@ class NotFound(HerderError, LookupError):
     """A job, queue or worker that does not exist."""
 
 
+class CorruptData(HerderError):
+    """Something stored in Redis cannot be decoded (bad UTF-8, bad JSON, wrong type)."""
+
+
 class Conflict(HerderError):
     """The object exists but is in a state that forbids the operation."""
 

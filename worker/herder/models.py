@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from herder.backoff import Backoff
+from herder.errors import CorruptData
 
 MIN_PRIORITY = -1000
 MAX_PRIORITY = 1000
@@ -74,14 +75,39 @@ class Job(BaseModel):
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Job:
+        """Decode a job hash. Anything in Redis may be corrupt: every failure is a CorruptData
+        naming the job and the field, never a bare decoding exception."""
+        job_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        who = f"job {job_id[:200]!r}" if job_id and not _has_surrogates(job_id) else "a job"
+        for k, v in raw.items():
+            if _has_surrogates(k) or _has_surrogates(v):
+                raise CorruptData(f"{who}: field {k[:64]!r} is not valid UTF-8")
+        try:
+            return cls._decode(raw)
+        except _DecodeFailed as exc:
+            raise CorruptData(f"{who}: field {exc.field!r}: {exc.reason}") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise CorruptData(f"{who}: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+    @classmethod
+    def _decode(cls, raw: dict[str, str]) -> Job:
         def num(key: str) -> float | None:
             v = raw.get(key)
-            return float(v) / 1000.0 if v not in (None, "") else None
+            try:
+                return float(v) / 1000.0 if v not in (None, "") else None
+            except (TypeError, ValueError):
+                raise _DecodeFailed(key, "not a number") from None
 
         def js(key: str, default: Any) -> Any:
             v = raw.get(key)
-            return json.loads(v) if v not in (None, "") else default
+            try:
+                return json.loads(v) if v not in (None, "") else default
+            except (ValueError, RecursionError):
+                raise _DecodeFailed(key, "not valid JSON") from None
 
+        for required in ("id", "queue", "task", "state"):
+            if not raw.get(required):
+                raise _DecodeFailed(required, "missing")
         return cls(
             id=raw["id"],
             queue=raw["queue"],
@@ -109,6 +135,22 @@ class Job(BaseModel):
             cancel_requested=raw.get("cancel") == "1",
             replays=int(raw.get("replays") or 0),
         )
+
+
+class _DecodeFailed(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+
+
+def _has_surrogates(v: object) -> bool:
+    """True for text decoded from non-UTF-8 bytes (the client uses surrogateescape)."""
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class WorkerInfo(BaseModel):
