@@ -1,5 +1,4 @@
-"""The API's pure parts: token scopes and parsing, the rate limiter, the durability plan, the
-event cursor and event folding."""
+"""The API's pure parts: token scopes and parsing, the rate limiter, the durability plan."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from herder.api.durability import CannotConfirm, Durability, Plan, ServerFacts, confirmed, plan
-from herder.api.events import Cursor, step
 from herder.api.ratelimit import RateLimiter
 from herder.api.tokens import (
     FileTokenStore,
@@ -103,22 +101,3 @@ def test_durability_plan() -> None:
     assert confirmed(Plan(("WAITAOF", 1, 1, 100), True, 1), [1, 1])
     assert not confirmed(Plan(("WAITAOF", 1, 1, 100), True, 1), [1, 0])
     assert not confirmed(Plan(("WAIT", 2, 100), False, 2), 1)
-
-
-def test_cursor_round_trip_and_garbage() -> None:
-    c = Cursor(5, "active", 2, "abcd")
-    assert Cursor.decode(c.encode()) == c
-    for bad in (None, "", "a.b.c.d", "1.2", "5.nope.1.x", "x" * 300, "-1.active.1.x"):
-        assert Cursor.decode(bad) == Cursor()
-
-
-def test_step_emits_only_what_is_new() -> None:
-    raw = {"id": "j", "queue": "q", "task": "t", "state": "active", "attempts": "1", "progress": '{"n": 1}'}
-    cur, events, done = step(Cursor(), raw, ['{"a": 1}', "not json", '{"a": 2}'])
-    assert [e.event for e in events] == ["log", "log", "progress", "state"] and not done
-    assert cur.log == 3  # the corrupt entry is skipped but counted
-    cur2, events2, _ = step(cur, raw, [])
-    assert events2 == [] and cur2 == cur
-    _, events3, done3 = step(cur2, {**raw, "state": "succeeded", "result": "7"}, [])
-    assert [e.event for e in events3] == ["state", "result"] and done3
-    assert events3[-1].data["result"] == 7

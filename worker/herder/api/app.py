@@ -16,22 +16,24 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herder import __version__
-from herder.api.contract import Contract, TaskInfo
+from herder.api.contract import REF, Contract, Submitted, SubmittedBatch, TaskInfo
 from herder.api.durability import CannotConfirm, Durability, ServerFacts, confirmed, plan, server_facts
-from herder.api.events import Cursor, job_events
+from herder.api.events import JobEvent, job_events
 from herder.api.ratelimit import RateLimiter
 from herder.api.tokens import RedisTokenStore, TokenRecord, TokenStore, Verb, split_token, verify
 from herder.client import HerderClient, check_queue
 from herder.errors import Conflict, InvalidInput, NotFound
+from herder.jobevents import parse_cursor
 from herder.keys import valid_id
-from herder.models import EnqueueResult, Job, QueueStatus
+from herder.models import Job, QueueStatus
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
+from herder.web.security import RequestCheck, SecurityMiddleware
 
 FACTS_TTL_S = 10.0
 
@@ -120,36 +122,6 @@ class _TooLarge(Exception):
     pass
 
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-}
-
-
-class SecurityHeaders:
-    """Headers every answer carries: no sniffing, no caching, no framing, no referrer."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(msg: Message) -> None:
-            if msg["type"] == "http.response.start":
-                present = {k.lower() for k, _ in msg.get("headers", [])}
-                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                msg["headers"] = [*msg.get("headers", []), *(h for h in extra if h[0] not in present)]
-            await send(msg)
-
-        await self.app(scope, receive, with_headers)
-
-
 class State:
     """Per-app state, created in the lifespan."""
 
@@ -222,7 +194,12 @@ def create_app(
     *,
     store: TokenStore | None = None,
     limits: ApiLimits | None = None,
+    allowed_hosts: frozenset[str] | None = None,
+    allowed_origins: tuple[str, ...] = (),
 ) -> FastAPI:
+    """The API app. `allowed_hosts`: the Host names served (None: any; the CLI defaults to
+    loopback and the bound address, see herder.web.security); `allowed_origins`: browser
+    origins allowed to send writes (none by default: the API is for back ends)."""
     tasks = tasks if tasks is not None else load_taskset(None)
     limits = limits or ApiLimits()
     contract = Contract(tasks)
@@ -244,8 +221,15 @@ def create_app(
         redoc_url=None,
     )
 
-    app.add_middleware(SecurityHeaders)
+    # Outermost: Host and Origin checks and security headers; then the size cap, left to
+    # BodyLimit alone because it answers 413 for a chunked body too (not a disconnect).
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(
+        SecurityMiddleware,
+        check=RequestCheck(allowed_hosts, frozenset(allowed_origins)),
+        no_store_prefix="/v1/",
+        max_body=1 << 62,
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -322,10 +306,22 @@ def create_app(
         "/v1/queues/{queue}/jobs",
         status_code=201,
         responses={
-            200: {"description": "Every job already existed (idempotent resubmission)"},
-            201: {"description": "Enqueued"},
-            422: {"description": "Invalid submission: the pydantic error list; nothing was written"},
+            200: {
+                "description": "Every job already existed (idempotent resubmission)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitResponse"}}},
+            },
+            201: {
+                "description": "Enqueued",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitResponse"}}},
+            },
+            422: {
+                "description": "Invalid submission: the pydantic error list; nothing was written",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+                },
+            },
         },
+        response_class=JSONResponse,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -410,16 +406,22 @@ def create_app(
         "/v1/jobs/{job_id}/events",
         operation_id="jobEvents",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        responses={
+            200: {
+                "description": "A text/event-stream; each frame's `event`, `id` and JSON `data` as JobEvent",
+                "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/JobEvent"}}},
+            }
+        },
     )
     async def events(
         job_id: str, request: Request, token: Token, queue: Annotated[str | None, Query()] = None
     ) -> StreamingResponse:
-        """Server-sent events: `state`, `progress`, `log` (e.g. Claude stream-json events), then
-        `result` (the final job) and the end of the stream. Resume with `Last-Event-ID`."""
+        """Server-sent events: `snapshot` first, then `state`, `attempt`, `progress` and `log`
+        (e.g. Claude stream-json events), then `result` (the final job) and the end of the
+        stream. Each id is the job's log position: resume with `Last-Event-ID`."""
         s = st(request)
         q = await locate(s, token, Verb.read, job_id, queue)
-        cursor = Cursor.decode(request.headers.get("last-event-id"))
+        cursor = parse_cursor(request.headers.get("last-event-id"))
         stream = job_events(s.client.redis, s.client.keys(q), job_id, cursor, limits.events_poll_s)
         return StreamingResponse(
             stream,
@@ -485,12 +487,24 @@ def create_app(
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(contract.components())
             schemas["Submission"] = contract.submission_schema()
-            schemas["EnqueueResult"] = EnqueueResult.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
+            documented: dict[str, Any] = {
+                "Submitted": Submitted,
+                "SubmittedBatch": SubmittedBatch,
+                "JobEvent": JobEvent,
+            }
+            for name, model in documented.items():
+                ms = TypeAdapter(model).json_schema(ref_template=REF)
+                schemas.update(ms.pop("$defs", {}))
+                schemas[name] = ms
+            schemas["SubmitResponse"] = {
+                "oneOf": [
+                    {"$ref": REF.format(model="Submitted")},
+                    {"$ref": REF.format(model="SubmittedBatch")},
+                ]
+            }
             for t in tasks:
                 if t.result_model is not None:
-                    rs = t.result_model.model_json_schema(ref_template="#/components/schemas/{model}")
+                    rs = t.result_model.model_json_schema(ref_template=REF)
                     schemas.update(rs.pop("$defs", {}))
                     schemas[t.result_model.__name__] = rs
             doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from herder.client import JobRequest
+from herder.models import EnqueueResult
 from herder.tasks import Task, TaskSet
 
 REF = "#/components/schemas/{model}"
@@ -73,8 +74,9 @@ class Contract:
 
     def submission_schema(self) -> dict[str, Any]:
         refs = [{"$ref": REF.format(model=m.__name__)} for m in self.models.values()]
+        mapping = {name: REF.format(model=m.__name__) for name, m in self.models.items()}
         one: dict[str, Any] = (
-            {"oneOf": refs, "discriminator": {"propertyName": "task"}}
+            {"oneOf": refs, "discriminator": {"propertyName": "task", "mapping": mapping}}
             if len(refs) > 1
             else (refs[0] if refs else {})
         )
@@ -107,6 +109,22 @@ def task_schemas(tasks: TaskSet) -> dict[str, dict[str, Any]]:
             "result": t.result_model.model_json_schema() if t.result_model else {},
         }
     return out
+
+
+class DurabilityInfo(BaseModel):
+    """What the answer confirms beyond "Redis has it in memory"."""
+
+    fsync: bool
+    replicas: int
+
+
+class Submitted(EnqueueResult):
+    durability: DurabilityInfo | None = None
+
+
+class SubmittedBatch(BaseModel):
+    jobs: list[EnqueueResult]
+    durability: DurabilityInfo | None = None
 
 
 class TaskInfo(BaseModel):

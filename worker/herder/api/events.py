@@ -1,124 +1,120 @@
 """A job's events as server-sent events, resumable with Last-Event-ID.
 
-The reader polls the job hash and its event log (one pipelined round trip per poll). Each
-event's id is a cursor saying what the client has seen (log entries, state, attempts and a
-digest of the progress), so a reconnect with Last-Event-ID resumes without repeats or gaps,
-and without any per-client state on the server.
+Built on `herder.jobevents.JobEventReader` (shared with the dashboard): each frame's id is the
+absolute position in the job's event log, so a reconnect with Last-Event-ID gets a fresh
+`snapshot` (the current state, idempotent) and then only the log events it has not seen. When
+the job is final and its log drained, a `result` frame carries the whole job and the stream ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, Field
+
+from herder.jobevents import MAX_BATCH, JobEventReader
 from herder.keys import QueueKeys
-from herder.models import FINAL_STATES, Job, JobState
+from herder.models import Job
 
-LOG_BATCH = 500  # log entries read per poll
 HEARTBEAT_S = 15.0  # a comment line keeps proxies from closing an idle stream
 
 
-@dataclass(frozen=True)
-class Cursor:
-    log: int = 0  # log entries already sent
-    state: str = ""
-    attempts: int = -1
-    progress: str = ""  # digest of the progress last sent
-
-    def encode(self) -> str:
-        return f"{self.log}.{self.state}.{self.attempts}.{self.progress}"
-
-    @classmethod
-    def decode(cls, text: str | None) -> Cursor:
-        """Parse a Last-Event-ID; anything malformed starts from the beginning (never fails)."""
-        if not text or len(text) > 200:
-            return cls()
-        parts = text.split(".")
-        if len(parts) != 4:
-            return cls()
-        log, state, attempts, progress = parts
-        if not log.isdigit() or not attempts.lstrip("-").isdigit() or state not in {*JobState, ""}:
-            return cls()
-        return cls(int(log), state, int(attempts), progress[:16])
-
-
-@dataclass(frozen=True)
-class Event:
-    event: str  # state | progress | log | result | error
-    data: Any
-    id: str
-
-    def encode(self) -> str:
-        body = json.dumps(self.data, separators=(",", ":"), default=str)
-        return f"id: {self.id}\nevent: {self.event}\ndata: {body}\n\n"
-
-
-def _digest(raw: str | None) -> str:
-    return hashlib.sha256((raw or "").encode()).hexdigest()[:16] if raw else ""
-
-
-def step(cur: Cursor, raw: dict[str, str], log: list[str]) -> tuple[Cursor, list[Event], bool]:
-    """Pure: the events one poll yields after `cur`, the new cursor, and whether it is over."""
-    out: list[Event] = []
-    for line in log:
-        cur = replace(cur, log=cur.log + 1)
-        try:
-            data = json.loads(line)
-        except ValueError:  # a corrupt entry is skipped, not fatal to the stream
-            continue
-        out.append(Event("log", data, cur.encode()))
-    progress = raw.get("progress") or None
-    digest = _digest(progress)
-    if digest and digest != cur.progress:
-        cur = replace(cur, progress=digest)
-        try:
-            out.append(Event("progress", json.loads(progress or "null"), cur.encode()))
-        except ValueError:
-            pass
-    state, attempts = raw.get("state", ""), int(raw.get("attempts") or 0)
-    if (state, attempts) != (cur.state, cur.attempts):
-        cur = replace(cur, state=state, attempts=attempts)
-        out.append(Event("state", {"state": state, "attempts": attempts}, cur.encode()))
-    done = state in FINAL_STATES
-    if done:
-        out.append(Event("result", Job.from_hash(raw).model_dump(mode="json"), cur.encode()))
-    return cur, out, done
+def frame(event: str, cursor: int, data: Any) -> str:
+    body = json.dumps(data, separators=(",", ":"), default=str)
+    return f"id: {cursor}\nevent: {event}\ndata: {body}\n\n"
 
 
 async def job_events(
-    redis: Any, keys: QueueKeys, job_id: str, cursor: Cursor, poll: float = 0.25
+    redis: Any, keys: QueueKeys, job_id: str, cursor: int, poll: float = 0.25
 ) -> AsyncIterator[str]:
-    """SSE text for one job until it reaches a final state (or disappears)."""
-    job_key, log_key = keys.job(job_id), keys.log(job_id)
+    """SSE text for one job until it is final (then `result`) or gone (then `gone`)."""
+    reader = JobEventReader(redis, keys, job_id, cursor)
     last_sent = time.monotonic()
     yield "retry: 1000\n\n"
     while True:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(job_key)
-            pipe.lrange(log_key, cursor.log, cursor.log + LOG_BATCH - 1)
-            raw, log = await pipe.execute()
-        if not raw:
-            yield Event("error", {"detail": f"job {job_id!r} no longer exists"}, cursor.encode()).encode()
-            return
-        cursor, events, done = step(cursor, raw, log)
-        # A final state with log entries still unread: send those first, then the result.
-        if done and len(log) == LOG_BATCH:
-            events = [e for e in events if e.event != "result"]
-            done = False
+        events = await reader.poll()
         for e in events:
-            yield e.encode()
+            if e.kind == "end":
+                raw = await redis.hgetall(keys.job(job_id))
+                if raw:
+                    yield frame("result", e.cursor, Job.from_hash(raw).model_dump(mode="json"))
+                else:
+                    yield frame("gone", e.cursor, {"id": job_id})
+                return
+            yield frame(e.kind, e.cursor, e.data)
+            if e.kind == "gone":
+                return
+        now = time.monotonic()
         if events:
-            last_sent = time.monotonic()
-        if done:
-            return
-        if len(log) == LOG_BATCH:
-            continue
-        if time.monotonic() - last_sent > HEARTBEAT_S:
+            last_sent = now
+        elif now - last_sent > HEARTBEAT_S:
             yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(poll)
+            last_sent = now
+        # A full batch of log events means more is waiting: read on at once.
+        if sum(1 for e in events if e.kind == "log") < MAX_BATCH:
+            await asyncio.sleep(poll)
+
+
+# The documented shape of each SSE frame (for the OpenAPI document and generated clients).
+class SnapshotEvent(BaseModel):
+    """First frame of every connection: the job's current state (sent again on reconnect)."""
+
+    event: Literal["snapshot"]
+    id: str
+    data: dict[str, Any]
+
+
+class StateEvent(BaseModel):
+    """Fields of the job that changed (state, attempts, worker, finished_at, ...)."""
+
+    event: Literal["state"]
+    id: str
+    data: dict[str, Any]
+
+
+class AttemptEvent(BaseModel):
+    """A failed attempt was recorded: the job's error list."""
+
+    event: Literal["attempt"]
+    id: str
+    data: dict[str, Any]
+
+
+class ProgressEvent(BaseModel):
+    event: Literal["progress"]
+    id: str
+    data: dict[str, Any] | None
+
+
+class LogEvent(BaseModel):
+    """One entry of the job's event log (for claude_code: a stream-json event of the CLI)."""
+
+    event: Literal["log"]
+    id: str
+    data: Any
+
+
+class ResultEvent(BaseModel):
+    """The job in its final state; the stream ends after it."""
+
+    event: Literal["result"]
+    id: str
+    data: Job
+
+
+class GoneEvent(BaseModel):
+    """The job was removed (or never existed in this queue); the stream ends."""
+
+    event: Literal["gone"]
+    id: str
+    data: dict[str, Any]
+
+
+JobEvent = Annotated[
+    SnapshotEvent | StateEvent | AttemptEvent | ProgressEvent | LogEvent | ResultEvent | GoneEvent,
+    Field(discriminator="event"),
+]
