@@ -341,6 +341,7 @@ def test_browse_queue_to_job_and_bulk_retry_from_dlq(
         # trends drawn by the vendored chart library from the sample in Redis
         expect(page.locator("#trend-samples")).to_have_text("1 samples")
         expect(page.locator("#trends canvas")).to_have_count(4)
+        expect(page.locator(".pager")).not_to_contain_text("null")
         page.click('#state-tabs a[data-state="dead"]')
         dead = page.locator('#jobs tr[data-job="doomed"]')
         dead.wait_for()

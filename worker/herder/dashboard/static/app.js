@@ -33,6 +33,8 @@
     }
     return e;
   }
+  // replaceChildren turns null into the text "null": drop absent parts first.
+  const fill = (node, ...kids) => node.replaceChildren(...kids.filter(k => k !== null && k !== undefined));
   const enc = encodeURIComponent;
   const fmtTime = t => (t ? new Date(t * 1000).toLocaleString() : "");
   // Attempt times are seconds (written by the worker) or milliseconds (written by Lua).
@@ -115,7 +117,7 @@
           el("td", { class: "num", text: s.in_flight }), el("td", { class: "num", text: s.counters.succeeded || 0 }),
           el("td", { class: s.paused ? "paused state" : "state", text: s.paused ? "paused" : "running" }),
           el("td", {}, el("button", { text: s.paused ? "Resume" : "Pause", onclick: async () => { await act(`/api/queues/${enc(s.queue)}/${s.paused ? "resume" : "pause"}`); route(); } })))));
-        pager.replaceChildren(
+        fill(pager, 
           el("span", { class: "muted", text: `${data.total ? offset + 1 : 0}–${offset + data.items.length} of ${data.total}` }),
           offset > 0 ? el("a", { href: `#/?q=${enc(q)}&offset=${Math.max(0, offset - 50)}`, text: "‹ prev" }) : null,
           offset + 50 < data.total ? el("a", { href: `#/?q=${enc(q)}&offset=${offset + 50}`, text: "next ›" }) : null);
@@ -204,7 +206,7 @@
             el("td", { class: "reason", text: j.dead_reason || "" }));
         }));
         const more = data.next_cursor !== null && data.next_cursor !== undefined;
-        pager.replaceChildren(
+        fill(pager, 
           el("span", { class: "muted", text: `${data.items.length} shown of ${data.total} ${state}` + (Object.keys(filt).length ? ` (searched ${data.scanned})` : "") }),
           cursor > 0 ? el("a", { href: base + "?" + qs(filt), text: "« first" }) : null,
           more ? el("a", { id: "next-page", href: base + "?" + qs(Object.assign({}, filt, { cursor: data.next_cursor })), text: "next ›" }) : null);
