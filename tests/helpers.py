@@ -82,3 +82,17 @@ async def assert_consistent(client: HerderClient, queue: str = "default") -> Non
     all_ids = set(ids)
     for name, m in members.items():
         assert m <= all_ids, f"{name} holds ids without a job hash: {m - all_ids}"
+
+
+async def wait_claim_round(client: HerderClient, queue: str = "default", timeout: float = 15.0) -> None:
+    """Wait until every live worker of `queue` has made a heartbeat claim call that began after
+    now. Heartbeat and claim are one Lua call, so this proves that each worker has just tried
+    to claim: the observable event that lets a test assert a job was *not* taken, without
+    sleeping and hoping."""
+    secs, micros = await client.redis.time()
+    since = int(secs) + int(micros) / 1e6
+    await wait_for(
+        lambda: client.status(queue),
+        lambda s: bool(s.workers) and all(w.last_seen is not None and w.last_seen > since for w in s.workers),
+        timeout,
+    )

@@ -38,13 +38,15 @@ async def test_killed_worker_job_is_taken_over_and_succeeds(
     b = None
     async with chaos_client(redis_server.url) as c:
         try:
-            long = await c.enqueue("default", "work", {"seconds": 3}, timeout=600)
+            # Still running on the victim whenever the kill comes (no race against a fixed sleep).
+            long = await c.enqueue(
+                "default", "work", {"seconds": 0.5, "first_attempt_seconds": 300}, timeout=600
+            )
             others = [(await c.enqueue("default", "work", {"seconds": 0.1})).id for _ in range(20)]
             j = await wait_state(c, long.id, "active")
             assert j.worker == "victim"
             b = WorkerProc(worker_env, "rescuer", concurrency=4)
             await wait_for(lambda: c.status("default"), lambda s: any(w.id == "rescuer" for w in s.workers))
-            await asyncio.sleep(LEASE + 0.2)  # the rescuer has been healthy for a lease: it reaps
             a.kill()
             killed_at = time.time()
             # the job's own timeout is 600 s (stock arq: 610 s before a re-run); the lease brings it back

@@ -251,3 +251,22 @@ def test_replicas_without_a_pod_go_before_any_worker() -> None:
     unregistered = (WorkerView("a", 2), WorkerView("b", registered=False), WorkerView("c", 0))
     d = decide(spec, Observation(0, 2, unregistered), History(replicas=3), 100.0)
     assert d.desired == 1 and d.drain == ("b", "c")
+
+
+@given(specs(), st.integers(1, 12), st.floats(0, 600, allow_nan=False))
+def test_idle_queue_scales_to_zero_exactly_when_cooldown_has_passed(
+    spec: TaskQueueSpec, replicas: int, idle_for: float
+) -> None:
+    # The branch the property above guards, reached on every example: an idle queue with idle
+    # workers, min 0, no recent scaling, nothing but zero recommendations in the window.
+    down = spec.scale_down.model_copy(update={"max_step": None})  # one step to zero
+    spec = spec.model_copy(update={"min_replicas": 0, "scale_down": down})
+    replicas = min(replicas, spec.max_replicas)
+    now = 10_000.0
+    ws = tuple(WorkerView(id=f"w{i}", in_flight=0, capacity=5) for i in range(replicas))
+    history = History(replicas=replicas, recommendations=((now - 1, 0),), idle_since=now - idle_for)
+    d = decide(spec, Observation(ready=0, active=0, workers=ws), history, now)
+    if idle_for >= spec.scale_down.cooldown_seconds + spec.scale_down.stabilization_seconds:
+        assert d.desired == 0, d
+    if idle_for < spec.scale_down.cooldown_seconds:
+        assert d.desired > 0, d

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from helpers import assert_consistent, running_worker, wait_for, wait_state
+from helpers import assert_consistent, running_worker, wait_claim_round, wait_for, wait_state
 from herder.backoff import Backoff
 from herder.client import HerderClient, JobRequest
 from herder.errors import Conflict, InvalidInput, NotFound, PermanentError
@@ -336,7 +336,7 @@ async def test_pause_stops_claims_but_running_jobs_finish(
         await client.pause("default")
         queued = await client.enqueue("default", "echo")
         await wait_state(client, running.id, "succeeded")
-        await asyncio.sleep(0.5)
+        await wait_claim_round(client)  # the worker, now idle, has tried to claim since
         st = await client.status("default")
         assert st.paused and (await client.get_job(queued.id)).state == "ready"
         await client.resume("default")
@@ -404,7 +404,7 @@ async def test_capability_jobs_go_only_to_capable_workers(settings: HerderSettin
             r = await c.enqueue("default", "needs_gpu")
             plain = await c.enqueue("default", "note", {"tag": "plain"})
             await wait_state(c, plain.id, "succeeded")
-            await asyncio.sleep(0.3)
+            await wait_claim_round(c)  # the plain worker has tried to claim since, and left it
             assert (await c.get_job(r.id)).state == "ready"
             async with running_worker(settings, tasks=app, name="gpu-box", capabilities=("gpu", "cuda")):
                 j = await wait_state(c, r.id, "succeeded")

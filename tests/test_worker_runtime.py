@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import assert_consistent, running_worker, wait_for, wait_state
+from helpers import assert_consistent, running_worker, wait_claim_round, wait_for, wait_state
 from herder import metrics
 from herder.client import HerderClient
 from herder.settings import HerderSettings
@@ -72,7 +72,7 @@ async def test_drain_without_exit_reports_drained_and_can_be_undone(settings: He
         st = await wait_for(lambda: c.status("default"), lambda s: s.workers and s.workers[0].drained)
         assert st.workers[0].draining
         job = await c.enqueue("default", "echo")
-        await asyncio.sleep(0.3)
+        await wait_claim_round(c)  # the drained worker has made a claim call since, and took nothing
         assert (await c.get_job(job.id)).state == "ready"
         await c.undrain_worker("default", "idle-drain")
         await wait_state(c, job.id, "succeeded")
@@ -165,8 +165,11 @@ async def test_blocking_task_is_reported(settings: HerderSettings, tmp_path: Pat
         ok = await c.enqueue("default", "work", {"seconds": 0.01})
         await wait_state(c, r.id, "succeeded")
         await wait_state(c, ok.id, "succeeded")
-        await asyncio.sleep(0.5)
-    assert metrics.LOOP_BLOCKED.labels("default")._value.get() > before
+
+        async def blocked() -> float:
+            return float(metrics.LOOP_BLOCKED.labels("default")._value.get())
+
+        await wait_for(blocked, lambda n: n > before)
 
 
 async def test_persistence_check_warns_when_off(settings: HerderSettings, tmp_path: Path) -> None:
