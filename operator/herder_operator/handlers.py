@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from herder.client import HerderClient
+from herder_operator import metrics as op_metrics
 from herder_operator.config import load as load_config
 from herder_operator.credentials import Refused, admit
 from herder_operator.pools.kubernetes import KubernetesPool
@@ -39,6 +40,7 @@ class Runtime:
     pool: KubernetesPool
     client: HerderClient
     settings_key: tuple[Any, ...]
+    identity: op_metrics.Identity
     next_step: float = 0.0
     tmpdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -68,12 +70,20 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = 300
+    # Where the chart's Service and ServiceMonitor look (HERDER_METRICS_PORT); a bad value fails here.
+    op_metrics.start(op_metrics.metrics_port())
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     for key in list(RUNTIMES):
         await RUNTIMES.pop(key).close()
+    op_metrics.stop()
+
+
+def _untrack(uid: str) -> None:
+    if op_metrics.METRICS is not None:
+        op_metrics.METRICS.forget(uid)
 
 
 def _conditions(status: Any) -> list[Condition]:
@@ -127,6 +137,7 @@ async def _ensure(
         old = RUNTIMES.pop(uid, None)
         if old is not None:
             await old.close()
+        _untrack(uid)
         _report_refusal(uid, body, patch, status, meta, str(exc))
         return None
     REFUSED.pop(uid, None)
@@ -138,13 +149,17 @@ async def _ensure(
     if runtime is None:
         pool = KubernetesPool(_api(), namespace, name, spec)
         client = HerderClient(admitted.settings)
-        runtime = Runtime(Reconciler(spec, pool, client), pool, client, key, tmpdir=admitted.tmpdir)
+        who = op_metrics.Identity(namespace, name, spec.queue)
+        runtime = Runtime(Reconciler(spec, pool, client), pool, client, key, who, tmpdir=admitted.tmpdir)
         RUNTIMES[uid] = runtime
     elif admitted.tmpdir is not None:
         admitted.tmpdir.cleanup()  # same settings: the runtime keeps its own copy
     runtime.reconciler.update_spec(spec)
     runtime.pool.spec = spec
     runtime.pool.url_in_secret = admitted.url_in_secret
+    runtime.identity = op_metrics.Identity(namespace, name, spec.queue)
+    if op_metrics.METRICS is not None:
+        op_metrics.METRICS.track(uid, runtime.identity, admitted.settings)
     owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskQueue", "metadata": {"name": name, "uid": uid}}
     if await runtime.pool.ensure(owner):
         kopf.event(body, type="Normal", reason="Created", message=f"created Deployment {runtime.pool.name}")
@@ -172,6 +187,7 @@ async def apply(
         old = RUNTIMES.pop(uid, None)
         if old is not None:
             await old.close()  # stop acting; the workers are left as they are
+        _untrack(uid)
         return
     await _ensure(body, parsed, namespace or "default", name, uid, patch, status, meta)
 
@@ -180,6 +196,7 @@ async def apply(
 async def forget(*, uid: str, **_: Any) -> None:
     """The Deployment goes with its owner (garbage collection); only our connection is closed."""
     REFUSED.pop(uid, None)
+    _untrack(uid)
     runtime = RUNTIMES.pop(uid, None)
     if runtime is not None:
         await runtime.close()
@@ -214,10 +231,13 @@ async def reconcile(
         return
     rec = runtime.reconciler
     runtime.next_step = now + rec.spec.poll_interval_seconds
+    started = time.perf_counter()
     try:
         report = await rec.step(now)
-    except ApiException as exc:
-        if exc.status != 404:
+    except Exception as exc:
+        if op_metrics.METRICS is not None:
+            op_metrics.METRICS.error(runtime.identity, exc)
+        if not isinstance(exc, ApiException) or exc.status != 404:
             raise
         # The Deployment was deleted behind our back: recreate it, step on the next tick.
         owner = {
@@ -230,6 +250,17 @@ async def reconcile(
             body, type="Warning", reason="Recreated", message=f"Deployment {runtime.pool.name} was missing"
         )
         return
+    if op_metrics.METRICS is not None:
+        op_metrics.METRICS.step(
+            runtime.identity,
+            time.perf_counter() - started,
+            replicas=report.new_replicas,
+            desired=report.decision.desired,
+            draining=len(rec.deadlines),
+            reason=report.decision.reason,
+            min_replicas=rec.spec.min_replicas,
+            max_replicas=rec.spec.max_replicas,
+        )
     for e in report.events:
         # kopf.event, not kopf.info: posting.level filters kopf's own chatter, not our decisions.
         kopf.event(body, type=e.type, reason=e.reason, message=e.message)
