@@ -277,3 +277,23 @@ def test_cli_job_on_corrupt_hash_is_one_line(worker_env: dict[str, str], redis_s
     assert p.returncode == 1
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "not valid UTF-8" in p.stderr
+
+
+# ---- size caps (pure) -----------------------------------------------------------------------
+
+
+def test_caps_truncate_with_a_marker() -> None:
+    import json
+
+    from herder.limits import TRUNCATED_KEY, cap_text, encode_capped, encode_lenient
+
+    assert cap_text("short", 100) == "short"
+    capped = cap_text("x" * 10_000_000, 4096)
+    assert len(capped) <= 4096 and "truncated: 10000000 characters" in capped
+    assert encode_capped({"a": 1}, 1024) == '{"a":1}'
+    big = json.loads(encode_capped("y" * 5_000_000, 1 << 20))
+    assert big[TRUNCATED_KEY] is True and big["bytes"] == 5_000_002 and len(big["preview"]) == 1000
+    with pytest.raises(ValueError):
+        encode_capped(math.nan, 1024)
+    assert json.loads(encode_lenient({"x": math.nan}, 1024)) == "{'x': nan}"
+    assert len(encode_lenient(["z" * 100] * 1000, 2048)) < 2048

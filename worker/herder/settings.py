@@ -29,6 +29,15 @@ class HerderSettings(BaseSettings):
     redis_connect_timeout: float = Field(default=2.0, gt=0)
     key_prefix: str = "herder"
     lease_seconds: float = Field(default=10.0, gt=0.5, le=3600)
+    # Size caps on what a task stores (HERDER_MAX_*): past a cap the value is replaced by a
+    # truncation marker (herder.limits), never stored whole and never silently dropped.
+    max_result_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    max_error_chars: int = Field(default=4096, ge=256, le=1 << 20)
+    max_traceback_chars: int = Field(default=16_384, ge=256, le=1 << 20)
+    max_progress_bytes: int = Field(default=64 << 10, ge=1024, le=16 << 20)
+    max_log_event_bytes: int = Field(default=8192, ge=256, le=1 << 20)
+    # The log keeps the newest events; its total is at most max_log_events * max_log_event_bytes.
+    max_log_events: int = Field(default=2000, ge=10, le=100_000)
 
     @field_validator("key_prefix")
     @classmethod
