@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -237,3 +238,43 @@ def test_rebuild_exception_and_queue_names() -> None:
     assert herder_queue("arq:queue") == "arq.queue"
     with pytest.raises(InvalidInput):
         herder_queue("x" * 200)
+
+
+async def test_unknown_function_and_unserialisable_result_fail_clearly(
+    arq_redis: ArqRedis, make_worker: Any
+) -> None:
+    from arq.jobs import SerializationError
+    from arq.worker import JobExecutionFailed
+
+    async def opaque(ctx: dict[str, Any]) -> object:
+        return object()
+
+    j1 = await arq_redis.enqueue_job("missing")
+    j2 = await arq_redis.enqueue_job("opaque")
+    assert j1 is not None and j2 is not None
+    w = make_worker([func(opaque, name="opaque")])
+    await w.main()
+    assert w.jobs_failed == 2
+    with pytest.raises(JobExecutionFailed, match="function 'missing' not found"):
+        await j1.result(timeout=5, poll_delay=0.05)
+    with pytest.raises(SerializationError, match="unable to serialize result"):
+        await j2.result(timeout=5, poll_delay=0.05)
+
+
+def test_cli_check_and_help(redis_server: RedisProc, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from herder.arq.cli import cli
+
+    class Settings:
+        functions = [add]
+        redis_settings = None
+
+    from herder.arq import RedisSettings
+
+    Settings.redis_settings = RedisSettings(host="127.0.0.1", port=redis_server.port)  # type: ignore[assignment]
+    monkeypatch.setattr(sys.modules[__name__], "Settings", Settings, raising=False)
+    res = CliRunner().invoke(cli, ["--help"])
+    assert res.exit_code == 0 and res.output.startswith("Usage: arq [OPTIONS] WORKER_SETTINGS")
+    res = CliRunner().invoke(cli, [f"{__name__}.Settings", "--check"])
+    assert res.exit_code == 1  # no worker has written the health-check key

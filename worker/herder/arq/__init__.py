@@ -8,7 +8,7 @@ queue, and `herder up` or the operator autoscales the workers. See docs/migratin
 
 from arq.version import VERSION
 
-from herder.arq import logs
+from herder.arq import logs, typing
 from herder.arq.connections import ArqRedis, RedisSettings, create_pool
 from herder.arq.cron import cron
 from herder.arq.jobs import Job, JobStatus
@@ -30,4 +30,5 @@ __all__ = [
     "func",
     "logs",
     "run_worker",
+    "typing",
 ]

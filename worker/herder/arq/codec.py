@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.jobs import SerializationError
-from arq.worker import JobExecutionFailed
+from arq.worker import JobExecutionFailed, Retry
 
 from herder.errors import InvalidInput
 from herder.keys import QUEUE_RE
 
 ENVELOPE_KEYS = frozenset({"args", "kwargs", "arq"})
 _BAD_QUEUE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_RETRY_TEXT = re.compile(r"^<Retry (?:defer ([0-9.]+)s|at [^>]*)>$")
 
 
 class JobSerializationError(SerializationError, InvalidInput):
@@ -43,6 +44,11 @@ def herder_queue(arq_queue: str) -> str:
             f"queue name {arq_queue!r} cannot be mapped to a Herder queue (max 128 characters)"
         )
     return name
+
+
+def arq_queue_of(queue: str) -> str:
+    """The arq name of a Herder queue, for display: the default queue maps back to 'arq:queue'."""
+    return "arq:queue" if queue == "arq.queue" else queue
 
 
 def to_ms(value: int | float | timedelta | None) -> int | None:
@@ -100,8 +106,13 @@ def rebuild_exception(type_name: str, message: str) -> BaseException:
     come back as themselves, arq's JobExecutionFailed too, anything else as JobFailed."""
     if type_name == "CancelledError":
         return asyncio.CancelledError(message)
+    if type_name == "SerializationError":
+        return SerializationError(message)
     if type_name == "JobExecutionFailed":
         return JobExecutionFailed(message)
+    if type_name == "Retry":  # a Retry raised with retry_jobs=False; str() is "<Retry defer 1.00s>"
+        m = _RETRY_TEXT.match(message)
+        return Retry(defer=float(m.group(1)) if m and m.group(1) else None)
     cls = getattr(builtins, type_name, None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:

@@ -14,15 +14,16 @@ from urllib.parse import quote
 
 from arq.connections import RedisSettings, log_redis_info
 from arq.constants import default_queue_name, expires_extra_ms
-from arq.jobs import JobDef
+from arq.jobs import JobDef, JobResult
 from pydantic import SecretStr
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from herder.arq.codec import datetime_ms, encode_call, herder_queue, to_ms
-from herder.arq.jobs import Job
+from herder.arq.codec import arq_queue_of, datetime_ms, encode_call, herder_queue, to_ms
+from herder.arq.jobs import Job, job_def
 from herder.client import HerderClient
 from herder.errors import InvalidInput
+from herder.models import Job as HerderJob
 from herder.settings import HerderSettings
 from herder.tasks import Task, TaskSet
 
@@ -188,6 +189,21 @@ class ArqRedis(Redis):
                 out.append(info)
         return out
 
+    async def all_job_results(self) -> list[JobResult]:
+        """Finished jobs (with their results) of every queue, oldest enqueue first. Scans job
+        keys: meant for tests and small queues, as arq's is."""
+        client = self.herder
+        out: list[JobResult] = []
+        for q in await client.queues():
+            keys = client.keys(q)
+            async for key in client.redis.scan_iter(match=f"{keys.base}:job:*", count=500):
+                raw = await client.redis.hgetall(key)
+                if raw.get("state") in ("succeeded", "dead", "cancelled"):
+                    info = job_def(HerderJob.from_hash(raw), arq_queue_of(q))
+                    if isinstance(info, JobResult):
+                        out.append(info)
+        return sorted(out, key=lambda r: r.enqueue_time)
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self._herder is not None:
             await self._herder.close()
@@ -257,4 +273,6 @@ async def create_pool(
             await asyncio.sleep(settings.conn_retry_delay)
             retry += 1
         else:
+            if retry > 0:
+                logger.info("redis connection successful")
             return pool

@@ -1,17 +1,4 @@
 """arq's typing helpers, re-exported."""
 
-from arq.typing import (
-    SecondsTimedelta,
-    StartupShutdown,
-    WorkerCoroutine,
-    WorkerSettingsBase,
-    WorkerSettingsType,
-)
-
-__all__ = [
-    "SecondsTimedelta",
-    "StartupShutdown",
-    "WorkerCoroutine",
-    "WorkerSettingsBase",
-    "WorkerSettingsType",
-]
+from arq.typing import *  # noqa: F403
+from arq.typing import __all__ as __all__

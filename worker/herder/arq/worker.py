@@ -10,14 +10,14 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any, cast
 
 from arq.constants import default_queue_name, expires_extra_ms, health_check_key_suffix
 from arq.cron import CronJob
 from arq.jobs import JobResult, SerializationError
-from arq.utils import import_string, ms_to_datetime, to_seconds, to_unix_ms
+from arq.utils import args_to_string, import_string, ms_to_datetime, to_seconds, to_unix_ms, truncate
 from arq.worker import (
     FailedJobs,
     Function,
@@ -28,6 +28,7 @@ from arq.worker import (
     check_health,
     func,
 )
+from pydantic_core import to_jsonable_python
 from redis.asyncio import Redis
 
 from herder.arq.codec import decode_call, herder_queue
@@ -156,10 +157,12 @@ class Worker(HerderWorker):
         self.retry_jobs = retry_jobs
         self.allow_abort_jobs = allow_abort_jobs
         self.max_burst_jobs = max_burst_jobs
-        self.timezone = timezone
+        self.timezone = datetime.now().astimezone().tzinfo if timezone is None else timezone
+        self.log_results = log_results
         self.health_check_interval = float(to_seconds(health_check_interval) or 0)
         self.health_check_key = health_check_key or f"{queue_name}{health_check_key_suffix}"
         self._last_health = 0.0
+        self._last_health_log = ""
         self._arq_jobs: dict[str, tuple[dict[str, Any], Function | CronJob]] = {}
         self._failures: dict[str, BaseException] = {}
         self._burst_started = 0
@@ -167,44 +170,91 @@ class Worker(HerderWorker):
     # ---- running one arq function --------------------------------------------------------
 
     def _runner(self, fn: Function | CronJob) -> Callable[[JobContext, Any], Any]:
+        is_cron = isinstance(fn, CronJob)
+
         async def run(jctx: JobContext, payload: Any) -> Any:
             args, kwargs, meta = decode_call(payload)
             now_ms = int(time.time() * 1000)
             job_try = jctx.attempt + max(int(meta.get("job_try") or 1) - 1, 0)
             enqueue_ms = int(meta.get("enqueue_ms") or now_ms)
+            score = int(meta.get("score") or enqueue_ms)
+            ref = fn.name if is_cron else f"{jctx.job_id}:{fn.name}"
             ctx: dict[str, Any] = {
                 **self.ctx,
                 "job_id": jctx.job_id,
                 "job_try": job_try,
                 "enqueue_time": ms_to_datetime(enqueue_ms),
-                "score": int(meta.get("score") or enqueue_ms),
+                "score": score,
             }
             expires = meta.get("expires_at_ms")
             if expires is not None and now_ms > int(expires):
+                logger.warning("job %s expired", jctx.job_id)
                 raise self._fail(jctx, JobExecutionFailed("job expired"))
             max_tries = self.max_tries if fn.max_tries is None else fn.max_tries
             if job_try > max_tries:
+                t = (now_ms - enqueue_ms) / 1000
+                logger.warning("%6.2fs ! %s max retries %d exceeded", t, ref, max_tries)
                 raise self._fail(jctx, JobExecutionFailed(f"max {max_tries} retries exceeded"))
             self._arq_jobs[jctx.job_id] = (ctx, fn)
             if self.on_job_start:
                 await self.on_job_start(ctx)
             timeout = self.job_timeout_s if fn.timeout_s is None else fn.timeout_s
+            start_ms = int(time.time() * 1000)
+            # arq's log lines, on arq's logger, so log-based alerts and habits keep working.
+            extra = f" try={job_try}" if job_try > 1 else ""
+            if start_ms - score > 1200:
+                extra += f" delayed={(start_ms - score) / 1000:0.2f}s"
+            logger.info(
+                "%6.2fs → %s(%s)%s", (start_ms - enqueue_ms) / 1000, ref, args_to_string(args, kwargs), extra
+            )
+
+            def took() -> float:
+                return (time.time() * 1000 - start_ms) / 1000
+
             try:
                 async with asyncio.timeout(timeout or None):
-                    return await fn.coroutine(ctx, *args, **kwargs)
+                    result = await fn.coroutine(ctx, *args, **kwargs)
             except Retry as exc:
                 if not self.retry_jobs:
+                    logger.exception("%6.2fs ! %s failed, %s: %s", took(), ref, type(exc).__name__, exc)
                     raise self._fail(jctx, exc) from None
-                raise RetryableError("Retry", delay=(exc.defer_score or 0) / 1000) from None
+                delay_s = (exc.defer_score or 0) / 1000
+                logger.info("%6.2fs ↻ %s retrying job in %0.2fs", took(), ref, delay_s)
+                raise RetryableError("Retry", delay=delay_s) from None
             except RetryJob:
+                logger.info("%6.2fs ↻ %s cancelled, will be run again", took(), ref)
                 raise RetryableError("RetryJob", delay=0) from None
-            except TimeoutError as exc:
-                raise self._fail(jctx, exc) from None  # arq: a timed-out job fails, it is not retried
-            except Exception as exc:
-                raise self._fail(jctx, exc) from None  # arq: only Retry retries
+            except asyncio.CancelledError:
+                r = self.running.get(jctx.job_id)
+                if r is not None and r.stop_reason == "cancelled":
+                    logger.info("%6.2fs ⊘ %s aborted", took(), ref)
+                    raise
+                logger.info("%6.2fs ↻ %s cancelled, will be run again", took(), ref)
+                if r is not None and r.stop_reason is None:
+                    # Raised by the function itself, not by a stop: arq retries it (a new try).
+                    raise RetryableError("CancelledError", delay=0) from None
+                raise
+            except Exception as exc:  # arq: only Retry retries; a timed-out job fails too
+                logger.exception(
+                    "%6.2fs ! %s failed, %s: %s",
+                    took(),
+                    ref,
+                    type(exc).__name__,
+                    exc,
+                    extra={"extra": _exc_extra(exc)},
+                )
+                raise self._fail(jctx, exc) from None
             finally:
                 if self.on_job_end:
                     await self.on_job_end(ctx)
+            try:
+                to_jsonable_python(result)
+            except Exception:
+                logger.warning("error serializing result of %s", ref, exc_info=True)
+                raise self._fail(jctx, SerializationError("unable to serialize result")) from None
+            result_str = "" if result is None or not self.log_results else truncate(repr(result))
+            logger.info("%6.2fs ← %s ● %s", took(), ref, result_str)
+            return result
 
         return run
 
@@ -218,6 +268,10 @@ class Worker(HerderWorker):
             etype, message, tb = type(orig).__name__, str(orig), _tb(orig)
             if isinstance(orig, TimeoutError):
                 kind = "timeout"
+        elif etype == "InvalidInput" and message.startswith("unknown task '"):
+            name = message.split("'")[1]
+            logger.warning("job %s, function %r not found", ctx.job_id, name)
+            etype, message = "JobExecutionFailed", f"function {name!r} not found"
         return super()._error(ctx, kind, etype, message, tb, started)
 
     async def _finish(
@@ -289,7 +343,7 @@ class Worker(HerderWorker):
         await self._record_health()
         if not self.cron_jobs:
             return
-        now = datetime.now(tz=self.timezone or UTC)
+        now = datetime.now(tz=self.timezone)
         cutoff = now + timedelta(seconds=self.hb_interval + 1.0)
         for cj in self.cron_jobs:
             if cj.next_run is None:
@@ -316,11 +370,19 @@ class Worker(HerderWorker):
         if now - self._last_health < self.health_check_interval:
             return
         self._last_health = now
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keyspace.ready)
+            pipe.zcard(f"{self.keyspace.base}:scheduled")
+            ready, scheduled = await pipe.execute()
         info = (
             f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
-            f"j_retried={self.jobs_retried} j_ongoing={len(self.running)} queue={self.herder_queue}"
+            f"j_retried={self.jobs_retried} j_ongoing={len(self.running)} queued={ready + scheduled}"
         )
         await self.redis.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info)
+        suffix = info[info.index("j_complete=") :]
+        if suffix != self._last_health_log:
+            logger.info("recording health: %s", info)
+            self._last_health_log = suffix
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -331,6 +393,8 @@ class Worker(HerderWorker):
         names = ", ".join(self.arq_functions)
         logger.info("Starting worker for %d functions: %s", len(self.arq_functions), names)
         await super().main()
+        with contextlib.suppress(Exception):
+            await self._record_health()  # the final counts, as arq records them each loop
 
     async def run_check(self, retry_jobs: bool | None = None, max_burst_jobs: int | None = None) -> int:
         """Run in burst mode, then raise FailedJobs if any job failed (with their results)."""
@@ -353,6 +417,8 @@ class Worker(HerderWorker):
         return self.jobs_complete
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.delete(self.health_check_key)  # as arq: a stopped worker is not healthy
         await super().close()
         if self._own_pool:
             with contextlib.suppress(Exception):
@@ -363,6 +429,11 @@ class Worker(HerderWorker):
             f"<Worker j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
             f"j_retried={self.jobs_retried} j_ongoing={len(self.running)}>"
         )
+
+
+def _exc_extra(exc: BaseException) -> Any:
+    extra = getattr(exc, "extra", None)
+    return extra() if callable(extra) else extra
 
 
 WorkerSettingsType = type[Any] | dict[str, Any]
