@@ -171,3 +171,44 @@ def test_docs_carry_the_generated_rules() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
     for role in ROLES:
         assert acl_rule(role, ["myqueue"]) in doc, f"docs/security.md is stale for {role}: regenerate"
+
+
+async def test_producer_without_index_rights_fails_cleanly_and_retries_create_nothing(
+    acl_redis: RedisProc, admin: HerderClient
+) -> None:
+    rule = acl_rule("producer", ["q1"], user="noindex").replace(" ~herder:queues", "")
+    await admin.redis.execute_command(*rule.split(), f">{PASSWORD}")
+    try:
+        for _ in range(3):  # a retry must not create a second job
+            async with HerderClient(settings_for(acl_redis, "noindex")) as c:
+                with pytest.raises(NoPermissionError):
+                    await c.enqueue("q1", "echo")
+        assert await admin.redis.keys("herder:{q1}:*") == []
+        assert await admin.queues() == []
+    finally:
+        await admin.redis.execute_command("ACL", "DELUSER", "noindex")
+
+
+async def test_cli_noperm_is_one_line(acl_redis: RedisProc, admin: HerderClient) -> None:
+    import asyncio
+    import os
+    import sys
+
+    env = dict(os.environ, HERDER_REDIS_URL=acl_redis.url, HERDER_REDIS_USERNAME="producer")
+    env["HERDER_REDIS_PASSWORD"] = PASSWORD
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "herder.cli",
+        "enqueue",
+        "q2",
+        "echo",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "permission" in lines[0].lower() and "Traceback" not in err.decode()
+    assert await admin.queues() == []

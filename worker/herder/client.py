@@ -249,6 +249,13 @@ class HerderClient:
         if len(set(ids)) != len(ids):
             raise InvalidInput("duplicate job ids within one batch")
         args = [keys.base, json.dumps(specs)]
+        # The queue index lives outside the queue's slot, so it cannot join the script. It is
+        # written first (once per client and queue), after a read probe of the queue's keys:
+        # a caller without rights on the index or the queue (NOPERM) or with an unknown parent
+        # fails before anything is written, so a retry never creates a second job.
+        if queue not in self._known_queues:
+            await self._precheck_new_queue(keys, specs)
+            await self.redis.sadd(queues_key(self.settings.key_prefix), queue)
         try:
             rows = await self.scripts.enqueue(keys=[keys.job(ids[0])], args=args)
         except ResponseError as exc:
@@ -256,12 +263,22 @@ class HerderClient:
             if "INVALID " in msg:
                 raise InvalidInput(msg.split("INVALID ", 1)[1]) from None
             raise
-        if queue not in self._known_queues:
-            # The queue index lives outside the queue's slot, so it cannot join the script;
-            # written after the jobs (and only once per client) so a failed batch leaves nothing.
-            await self.redis.sadd(queues_key(self.settings.key_prefix), queue)
-            self._known_queues.add(queue)
+        self._known_queues.add(queue)
         return [EnqueueResult(id=r[0], state=JobState(r[1]), created=bool(int(r[2]))) for r in rows]
+
+    async def _precheck_new_queue(self, keys: QueueKeys, specs: list[dict[str, Any]]) -> None:
+        """One read round trip before the first write to a queue: it fails with NOPERM where
+        the script would, and finds unknown parents (the script checks again, atomically)."""
+        in_batch = {s["id"] for s in specs}
+        parents = sorted({p for s in specs for p in s["parents"]} - in_batch)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(f"{keys.base}:seq")
+            for p in parents:
+                pipe.exists(keys.job(p))
+            found = (await pipe.execute())[1:]
+        missing = [p for p, n in zip(parents, found, strict=True) if not n]
+        if missing:
+            raise InvalidInput(f"unknown parent job id {missing[0]}")
 
     # ---- inspect -------------------------------------------------------------------------
 
