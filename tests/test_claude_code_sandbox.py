@@ -108,6 +108,21 @@ def test_kept_workspaces_are_swept_after_their_time(tmp_path: Path) -> None:
     assert new.path.exists() and running.path.exists()
 
 
+def test_kept_workspaces_are_bounded_in_count_and_size(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    now = time.time()
+    kept = []
+    for age in (10, 20, 30):  # newest first
+        ws = create_workspace(root, f"age{age}", 1, RunAs())
+        keep_workspace(ws, now - age)
+        kept.append(ws)
+    (kept[0].work / "big").write_bytes(b"x" * (256 << 10))
+    removed = sweep_kept(root, 3600, now, max_count=2, max_bytes=128 << 10)
+    # The oldest is past the count, the newest past the size; the middle one stays.
+    assert sorted(removed) == sorted([kept[0].path, kept[2].path])
+    assert kept[1].path.exists() and not kept[0].path.exists()
+
+
 def test_the_kept_marker_lives_outside_the_workspace(tmp_path: Path) -> None:
     # The child owns the workspace; it must not be able to point the marker somewhere else.
     ws = create_workspace(tmp_path / "root", "j", 1, RunAs())

@@ -87,7 +87,13 @@ class ClaudeCodeProcessor:
         if not run_as.drops and s.protect_worker and not self._protected:
             self._protected = protect_worker_process()
         found = await self.probe_sandbox(run_as)
-        await asyncio.to_thread(sweep_kept, s.workspace_root, s.keep_on_failure_seconds)
+        await asyncio.to_thread(
+            sweep_kept,
+            s.workspace_root,
+            s.keep_on_failure_seconds,
+            max_count=s.keep_max_count,
+            max_bytes=s.keep_max_bytes,
+        )
         ws = await asyncio.to_thread(create_workspace, s.workspace_root, ctx.job_id, ctx.attempt, run_as)
         self._check_reachable(ws, run_as)
         succeeded = False
@@ -114,6 +120,7 @@ class ClaudeCodeProcessor:
                         ctx=ctx,
                         settings=s,
                         isolation=isolation,
+                        workspace=ws.path,
                     )
             except TimeoutError:
                 if not deadline.expired():
@@ -121,6 +128,13 @@ class ClaudeCodeProcessor:
                 reason = f"timed out after {payload.timeout:g} s (the payload's timeout)"
                 await _report(ctx, Verdict("permanent", reason), None, s)
                 raise PermanentError(reason + self._kept_note(ws)) from None
+            if outcome.stats.disk_cap_exceeded:
+                reason = (
+                    f"the workspace grew past its disk cap ({s.workspace_max_bytes} bytes; "
+                    f"{outcome.stats.disk_cap_exceeded} used); the run was killed"
+                )
+                await _report(ctx, Verdict("permanent", reason), outcome, s)
+                raise PermanentError(reason + self._kept_note(ws))
             verdict = classify(
                 outcome.returncode,
                 outcome.result,

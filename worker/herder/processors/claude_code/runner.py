@@ -20,7 +20,15 @@ from typing import Any
 from herder.errors import RetryableError
 from herder.logs import get_logger
 from herder.processors.claude_code.bwrap import Isolation, Sandbox, wrap
-from herder.processors.claude_code.sandbox import MARKER_ENV, Killable, Limits, ProcessGroup, RunAs, spawn
+from herder.processors.claude_code.sandbox import (
+    MARKER_ENV,
+    Killable,
+    Limits,
+    ProcessGroup,
+    RunAs,
+    spawn,
+    tree_bytes,
+)
 from herder.processors.claude_code.settings import ClaudeCodeSettings
 from herder.processors.claude_code.stream import LineSplitter, Summary, extract_result, fold, parse_line
 from herder.tasks import JobContext
@@ -45,6 +53,7 @@ class OutputStats:
     stderr_bytes: int = 0
     pipe_held_open: bool = False  # something that escaped the kill kept stdout open
     stragglers_killed: bool = False  # processes were still running after the CLI exited
+    disk_cap_exceeded: int = 0  # bytes the workspace held when the run was killed for it (0: never)
 
 
 @dataclass
@@ -176,6 +185,24 @@ class _Run:
                 break
             await self.flush()
 
+    async def watch_disk(self, workspace: Path, group: Killable) -> None:
+        """Kill the run when its workspace grows past `workspace_max_bytes`. Polling: a fast
+        writer can overshoot by what it writes in one interval (RLIMIT_FSIZE caps each file)."""
+        cap = self.s.workspace_max_bytes
+        if cap is None:
+            return
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.s.disk_check_interval_seconds)
+            if self._stop.is_set():
+                return
+            used = await asyncio.to_thread(tree_bytes, workspace)
+            if used > cap:
+                self.stats.disk_cap_exceeded = used
+                log.warning("claude_code: workspace over its disk cap; killing the run", bytes=used, cap=cap)
+                group.kill()
+                return
+
     async def stop_publishing(self, task: asyncio.Task[None], bound: float) -> None:
         """Ask the publish loop to stop and wait at most `bound` seconds for it; past that it is
         cancelled and abandoned (never awaited again), so nothing here can hang the run."""
@@ -243,6 +270,7 @@ async def run_cli(
     ctx: JobContext,
     settings: ClaudeCodeSettings,
     isolation: Isolation | None = None,
+    workspace: Path | None = None,
 ) -> RunOutcome:
     """Run the CLI to completion and report what it printed and how it exited.
 
@@ -280,7 +308,8 @@ async def run_cli(
     out_reader = asyncio.create_task(run.read_stdout(proc.stdout))
     err_reader = asyncio.create_task(run.read_stderr(proc.stderr))
     publisher = asyncio.create_task(run.publish_loop())
-    tasks = (feeder, out_reader, err_reader, publisher)
+    watchdog = asyncio.create_task(run.watch_disk(workspace or cwd, group))
+    tasks = (feeder, out_reader, err_reader, watchdog, publisher)
     try:
         returncode = await child.wait()
         if isolation is not None and 128 < returncode < 128 + 65:
@@ -300,11 +329,11 @@ async def run_cli(
         raise
     finally:
         await run.stop_publishing(publisher, settings.stop_bound_seconds)
-        for t in (feeder, out_reader, err_reader):
+        for t in (feeder, out_reader, err_reader, watchdog):
             t.cancel()
         # Pipe readers and the feeder honour cancellation, but bound this too: no wait here may
         # keep a finished run's slot.
-        await asyncio.gather(*(bounded(t, settings.stop_bound_seconds) for t in tasks[:3]))
+        await asyncio.gather(*(bounded(t, settings.stop_bound_seconds) for t in tasks[:4]))
     run.phase = "exited"
     run.mark_dirty()
     if run.stderr_tail.strip():

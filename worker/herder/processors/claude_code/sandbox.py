@@ -348,19 +348,44 @@ def keep_workspace(ws: Workspace, now: float | None = None) -> None:
         os.utime(marker, (now, now))
 
 
-def sweep_kept(root: Path, keep_seconds: float, now: float | None = None) -> list[Path]:
-    """Remove kept workspaces older than `keep_seconds`; returns what was removed."""
+def tree_bytes(path: Path) -> int:
+    """Disk blocks used under `path` (links not followed; files that vanish are skipped)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def sweep_kept(
+    root: Path,
+    keep_seconds: float,
+    now: float | None = None,
+    max_count: int | None = None,
+    max_bytes: int | None = None,
+) -> list[Path]:
+    """Remove kept workspaces older than `keep_seconds`, larger than `max_bytes`, and all but the
+    newest `max_count`: failed runs cannot fill the disk by being kept. Returns what was removed."""
     now = time.time() if now is None else now
     removed: list[Path] = []
     if not root.is_dir():
         return removed
+    kept: list[tuple[float, Path]] = []
     for marker in root.glob("*" + KEPT_SUFFIX):
         try:
-            if marker.is_symlink() or marker.lstat().st_mtime + keep_seconds > now:
+            if marker.is_symlink():
                 continue
+            kept.append((marker.lstat().st_mtime, marker))
         except FileNotFoundError:
             continue
+    kept.sort(reverse=True)  # newest first
+    for index, (mtime, marker) in enumerate(kept):
         ws = Workspace(marker.with_name(marker.name[: -len(KEPT_SUFFIX)]))
+        expired = mtime + keep_seconds <= now
+        too_many = max_count is not None and index >= max_count
+        if not (expired or too_many or (max_bytes is not None and tree_bytes(ws.path) > max_bytes)):
+            continue
         with contextlib.suppress(OSError):
             remove_workspace(ws)
             removed.append(ws.path)

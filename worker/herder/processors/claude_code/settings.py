@@ -51,6 +51,9 @@ class ClaudeCodeSettings(BaseSettings):
     path_root: Path | None = None
     # Keep a failed task's workspace this long for debugging (0: remove at once).
     keep_on_failure_seconds: float = Field(default=3600.0, ge=0)
+    # ... and never more than this many, nor one larger than this (swept at each run's start).
+    keep_max_count: int = Field(default=20, ge=0)
+    keep_max_bytes: int = Field(default=1 * GiB, ge=0)
 
     # Environment: the child starts from nothing. `pass_env` names are always passed when the
     # worker has them (the API key); `env_allowlist` names are passed when a payload asks.
@@ -88,6 +91,10 @@ class ClaudeCodeSettings(BaseSettings):
     rlimit_fsize_bytes: int | None = Field(default=2 * GiB, gt=0)
     # RLIMIT_NPROC counts every process of the uid on the machine, not just this task's.
     rlimit_nproc: int | None = Field(default=1024, gt=8)
+
+    # The workspace's disk cap (checked every disk_check_interval_seconds; None: no cap).
+    workspace_max_bytes: int | None = Field(default=10 * GiB, gt=0)
+    disk_check_interval_seconds: float = Field(default=2.0, gt=0, le=300)
 
     # SIGTERM, then SIGKILL after this grace period.
     kill_grace_seconds: float = Field(default=5.0, ge=0, le=300)
