@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from herder.errors import InvalidInput
@@ -19,7 +21,7 @@ from herder.keys import QueueKeys
 BROWSABLE = ("ready", "scheduled", "waiting", "active", "dead")
 MAX_PAGE = 200
 MAX_SCAN = 5_000
-STEP = 500
+STEP = 1_000
 SUMMARY_FIELDS = (
     "id",
     "task",
@@ -101,6 +103,11 @@ def summary(values: list[str | None]) -> dict[str, Any] | None:
     return out
 
 
+@cache
+def _match_source() -> str:
+    return (resources.files("herder") / "lua" / "match.lua").read_text()
+
+
 def _int(v: str | None) -> int:
     try:
         return int(v or 0)
@@ -156,6 +163,12 @@ class Browser:
             ids = list(await self.redis.zrange(key, offset, offset + count - 1))
         return ids, total
 
+    async def _match(self, flt: JobFilter, ids: list[str]) -> list[str]:
+        key, eq, value = (flt.label or "").partition("=")
+        script = self.redis.register_script(_match_source())
+        args = [self.keys.base, flt.task or "", key, value, flt.worker or "", "1" if eq else "0", *ids]
+        return list(await script(keys=[self.keys.job(ids[0])], args=args))
+
     async def rows(self, ids: list[str]) -> list[dict[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
@@ -189,6 +202,10 @@ class Browser:
                 ids_kept = [(n, i) for n, i in enumerate(ids) if flt.text in i]
             else:
                 ids_kept = list(enumerate(ids))
+            if flt.active and (flt.task or flt.label or flt.worker) and ids_kept:
+                # Match in Redis (one script call) and read full rows for the matches only.
+                keep = set(await self._match(flt, [i for _, i in ids_kept]))
+                ids_kept = [(n, i) for n, i in ids_kept if i in keep]
             rows = await self.rows([i for _, i in ids_kept])
             by_id = {r["id"]: r for r in rows}
             for n, i in ids_kept:
