@@ -90,6 +90,9 @@ def seeded(redis_server: RedisProc) -> redis.Redis:
             for i in range(3):
                 await c.enqueue("web", "echo", {"i": i}, id=f"r{i}", labels={"team": "a" if i else "b"})
             await trends.record(c.redis, c.keys("web"), lease_ms=2000)  # what workers do each minute
+            hostile = '<img src=x onerror="window.__pwned=1">'
+            event = {"type": "assistant", "message": {"content": [{"type": "text", "text": hostile}]}}
+            await c.redis.rpush(c.keys("web").log("doomed"), json.dumps(event))
 
     asyncio.run(seed())
     return redis.Redis(port=redis_server.port, decode_responses=True)
@@ -297,6 +300,37 @@ def test_lists_are_paginated_and_values_capped(seeded: redis.Redis, redis_server
         assert r.status_code == 503 and "Redis unavailable" in r.json()["detail"]
 
 
+def test_event_stream_resumes_with_last_event_id(seeded: redis.Redis, redis_server: RedisProc) -> None:
+    settings = HerderSettings(redis_url=redis_server.url)
+    log = "herder:{web}:log:r0"
+    seeded.rpush(log, *[json.dumps({"type": "herder", "n": i}) for i in range(3)])
+
+    def read(headers: dict[str, str], want: int) -> list[tuple[str, str, Any]]:
+        got: list[tuple[str, str, Any]] = []
+        kind = ident = ""
+        with httpx.stream("GET", f"{srv.url}/api/jobs/r0/events?queue=web", headers=headers, timeout=30) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("id: "):
+                    ident = line[4:]
+                elif line.startswith("data: "):
+                    got.append((kind, ident, json.loads(line[6:])))
+                    if len(got) == want:
+                        return got
+        return got
+
+    with Server(settings, token=TOKEN) as srv:
+        first = read(AUTH, 4)
+        assert [k for k, _, _ in first] == ["snapshot", "log", "log", "log"]
+        assert [i for _, i, _ in first] == ["0", "1", "2", "3"]
+        # reconnect after event 2: a fresh snapshot, then only event 3
+        again = read({**AUTH, "Last-Event-ID": "2"}, 2)
+        assert [(k, i) for k, i, _ in again] == [("snapshot", "2"), ("log", "3")] and again[1][2]["n"] == 2
+        assert httpx.get(f"{srv.url}/api/jobs/r0/events?queue=web").status_code == 401
+
+
 def test_bulk_by_filter_and_by_ids(seeded: redis.Redis, redis_server: RedisProc) -> None:
     settings = HerderSettings(redis_url=redis_server.url)
     with Server(settings, token=TOKEN) as srv:
@@ -349,6 +383,10 @@ def test_browse_queue_to_job_and_bulk_retry_from_dlq(
         # deep link to the job page: its attempt timeline shows the error
         dead.get_by_role("link", name="doomed").click()
         expect(page.locator("#attempts")).to_contain_text("broken on purpose")
+        # hostile text from an agent's log is shown as text, never run as markup
+        expect(page.locator("#feed")).to_contain_text("<img src=x onerror=")
+        assert page.locator("#feed img").count() == 0
+        assert page.evaluate("window.__pwned === undefined")
         assert "#/job/web/doomed" in page.url
         page.go_back()
         page.locator('#jobs tr[data-job="doomed"]').wait_for()
