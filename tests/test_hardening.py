@@ -297,3 +297,24 @@ def test_caps_truncate_with_a_marker() -> None:
         encode_capped(math.nan, 1024)
     assert json.loads(encode_lenient({"x": math.nan}, 1024)) == "{'x': nan}"
     assert len(encode_lenient(["z" * 100] * 1000, 2048)) < 2048
+
+
+# ---- credentials in URLs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://user:s3cret@h/1", "redis://user:***@h/1"),
+        ("unix:///tmp/r.sock?password=s3cret&db=2", "unix:///tmp/r.sock?password=***&db=2"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("rediss://user@h", "rediss://user@h"),
+    ],
+)
+def test_redis_url_password_is_redacted(url: str, shown: str) -> None:
+    from herder.settings import redact_url, url_has_password
+
+    assert redact_url(url) == shown
+    assert url_has_password(url) == ("s3cret" in url)
+    assert "s3cret" not in redact_url(url)

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from herder.client import HerderClient
 from herder.localredis import LocalRedis
-from herder.settings import HerderSettings
+from herder.settings import HerderSettings, redact_url
 from herder_operator.pools.local import LocalPool
 from herder_operator.reconciler import Reconciler, StepReport
 from herder_operator.spec import TaskQueue, load_taskqueue, spec_errors
@@ -30,7 +30,9 @@ from herder_operator.spec import TaskQueue, load_taskqueue, spec_errors
 
 def render(tq: TaskQueue, report: StepReport, events: deque[str], redis_url: str) -> Group:
     st = report.status
-    table = Table(title=f"TaskQueue {tq.name}  queue={tq.spec.queue}  redis={redis_url}", expand=False)
+    table = Table(
+        title=f"TaskQueue {tq.name}  queue={tq.spec.queue}  redis={redact_url(redis_url)}", expand=False
+    )
     for col in ("ready", "scheduled", "active", "dead", "workers", "draining", "replicas", "desired"):
         table.add_column(col, justify="right")
     table.add_row(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,3 +47,34 @@ class HerderSettings(BaseSettings):
         if not v or any(c in v for c in "{} \n"):
             raise ValueError("key_prefix must be non-empty and contain no braces or whitespace")
         return v
+
+
+def url_has_password(url: str) -> bool:
+    """True when the URL carries a password (in the userinfo or redis-py's ?password=)."""
+    try:
+        parts = urlsplit(url)
+        return parts.password is not None or any(k == "password" for k, _ in parse_qsl(parts.query))
+    except ValueError:
+        return False
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for output and logs."""
+    try:
+        parts = urlsplit(url)
+        if not url_has_password(url):
+            return url
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*")
+        # Built by hand: urlunsplit drops the empty authority of unix:///path.
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return "<unparseable URL>"
+
+
+PASSWORD_IN_URL_WARNING = (
+    "the Redis password is in --redis-url, where other local users can read it (ps, shell "
+    "history): set HERDER_REDIS_PASSWORD in the environment instead"
+)
