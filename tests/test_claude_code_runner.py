@@ -524,6 +524,27 @@ async def test_path_source_is_copied_and_the_original_left_alone(
     assert not (path_root / "app" / "new.txt").exists()  # the original is untouched
 
 
+async def test_a_repositorys_own_hooks_do_not_run_unless_asked(
+    cc_settings: ClaudeCodeSettings, path_root: Path
+) -> None:
+    hooked = path_root / "hooked"
+    (hooked / ".claude").mkdir(parents=True)
+    hook = {"hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "touch hook-ran"}]}]}}
+    (hooked / ".claude" / "settings.json").write_text(json.dumps(hook))
+    proc = processor(cc_settings, path_root=path_root)
+    source = {"kind": "path", "path": "hooked"}
+    echo = json.loads((await proc.run(Recorder().ctx(), payload("FAKE:echo", workspace=source)))["result"])
+    assert "hook-ran" not in echo["files"]
+    assert echo["argv"][echo["argv"].index("--setting-sources") + 1] == "user"
+    # A tenant that trusts its repository may ask for its settings, where the worker allows it.
+    trusting = payload("FAKE:echo", workspace=source, setting_sources=["user", "project"])
+    echo = json.loads((await proc.run(Recorder().ctx(), trusting))["result"])
+    assert "hook-ran" in echo["files"]
+    strict = processor(cc_settings, path_root=path_root, allowed_setting_sources=["user"])
+    with pytest.raises(PermanentError, match=r"setting source.*project not allowed"):
+        await strict.run(Recorder().ctx(), trusting)
+
+
 async def test_path_source_escaping_the_root_at_run_time_is_permanent(
     cc_settings: ClaudeCodeSettings, path_root: Path
 ) -> None:

@@ -224,6 +224,28 @@ def test_a_workspace_root_someone_else_planted_is_refused(tmp_path: Path) -> Non
             prepare_root(planted)
 
 
+def test_an_uncreatable_workspace_root_is_a_clear_retryable_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(
+        RetryableError, match=r"cannot create the workspace root.*HERDER_CLAUDE_WORKSPACE_ROOT"
+    ):
+        prepare_root(tmp_path / "file" / "root")
+
+
+def test_ancestors_others_can_write_are_found(tmp_path: Path) -> None:
+    from herder.processors.claude_code.sandbox import writable_by_others
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    root = shared / "private" / "root"
+    root.mkdir(parents=True)
+    found = writable_by_others(root)
+    assert shared in found and root not in found and root.parent not in found
+    assert ClaudeCodeSettings().workspace_root == Path("/var/lib/herder/claude")
+    assert not any(p == Path("/var/lib") for p in writable_by_others(Path("/var/lib/herder/claude")))
+
+
 def test_first_untraversable_finds_a_private_ancestor() -> None:
     base = Path(tempfile.mkdtemp(prefix="herder-cc-reach-"))  # pytest's tmp_path is private itself
     try:

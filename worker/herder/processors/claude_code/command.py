@@ -17,8 +17,15 @@ def format_usd(amount: float) -> str:
     return text or "0"
 
 
-def build_argv(binary: str, payload: ClaudeCodePayload) -> list[str]:
+def build_argv(
+    binary: str, payload: ClaudeCodePayload, setting_sources: list[str] | None = None
+) -> list[str]:
+    """`setting_sources`: the worker's default, used when the payload does not choose."""
     argv = [binary, *HEADLESS_FLAGS]
+    sources = payload.setting_sources if payload.setting_sources is not None else setting_sources
+    if sources is not None:
+        # -p skips the trust dialog, so project settings (hooks!) would otherwise just run.
+        argv += ["--setting-sources", ",".join(dict.fromkeys(sources))]
     if payload.model is not None:
         argv += ["--model", payload.model]
     if payload.max_turns is not None:

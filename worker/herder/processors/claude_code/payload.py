@@ -32,6 +32,7 @@ _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]{0,199}")
 GIT_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
 _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._/~-][^\s]*")
 
+SettingSource = Literal["user", "project", "local"]
 PermissionMode = Literal["default", "manual", "acceptEdits", "auto", "bypassPermissions", "dontAsk", "plan"]
 
 
@@ -183,6 +184,9 @@ class ClaudeCodePayload(BaseModel):
     allowed_tools: list[ToolSpec] = Field(default_factory=list, max_length=MAX_TOOLS)
     disallowed_tools: list[ToolSpec] = Field(default_factory=list, max_length=MAX_TOOLS)
     permission_mode: PermissionMode | None = None
+    # Which settings files the CLI reads (--setting-sources). None: the worker's default, "user"
+    # only (a fresh HOME), so a repository's .claude/settings.json hooks do not run unless asked.
+    setting_sources: list[SettingSource] | None = Field(default=None, min_length=1, max_length=3)
     workspace: WorkspaceSource = Field(default_factory=EmptyWorkspace)
     env: list[EnvName] = Field(default_factory=list, max_length=MAX_ENV_NAMES)
     # Wall-clock budget of the whole run (clone included); exceeding it fails the job for good.

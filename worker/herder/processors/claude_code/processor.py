@@ -29,6 +29,7 @@ from herder.processors.claude_code.sandbox import (
     protect_worker_process,
     remove_workspace,
     sweep_kept,
+    writable_by_others,
 )
 from herder.processors.claude_code.settings import ClaudeCodeSettings
 from herder.processors.claude_code.sources import materialize
@@ -82,6 +83,12 @@ class ClaudeCodeProcessor:
     async def run(self, ctx: JobContext, payload: ClaudeCodePayload) -> dict[str, Any]:
         s = self.settings
         check_env_names(s, payload.env)
+        refused = sorted(set(payload.setting_sources or []) - set(s.allowed_setting_sources))
+        if refused:
+            raise PermanentError(
+                f"setting source(s) {', '.join(refused)} not allowed on this worker "
+                "(HERDER_CLAUDE_ALLOWED_SETTING_SOURCES)"
+            )
         binary = resolve_binary(s.bin)
         run_as = RunAs.for_worker(s)
         if not run_as.drops and s.protect_worker and not self._protected:
@@ -111,7 +118,7 @@ class ClaudeCodeProcessor:
                 async with asyncio.timeout(payload.timeout) as deadline:
                     await materialize(payload.workspace, ws, s, run_as, env)
                     outcome = await run_cli(
-                        build_argv(binary, payload),
+                        build_argv(binary, payload, s.setting_sources),
                         prompt=payload.prompt,
                         cwd=ws.work,
                         env=env,
@@ -164,7 +171,15 @@ class ClaudeCodeProcessor:
             found = Probe("uid-drop", reason="HERDER_CLAUDE_SANDBOX=none")
         else:
             found = await asyncio.to_thread(probe, s.bwrap_bin, run_as.uid, run_as.gid)
+        poisonable = writable_by_others(s.workspace_root)
         if not found.sandboxed:
+            if poisonable:
+                log.error(
+                    "claude_code: without a sandbox, runs read CLAUDE.md/.claude from these "
+                    "directories above the workspace root, which others can write",
+                    paths=[str(p) for p in poisonable],
+                    hint="put HERDER_CLAUDE_WORKSPACE_ROOT under a root-owned directory",
+                )
             if s.sandbox == "bwrap":
                 raise RetryableError(f"HERDER_CLAUDE_SANDBOX=bwrap but {found.reason}")
             log.error(

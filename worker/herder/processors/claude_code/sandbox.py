@@ -267,7 +267,13 @@ def _safe_name(text: str) -> str:
 
 
 def prepare_root(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RetryableError(
+            f"cannot create the workspace root {root} ({exc.strerror}): create it owned by uid "
+            f"{os.geteuid()} (the image and chart do), or set HERDER_CLAUDE_WORKSPACE_ROOT"
+        ) from None
     st = root.lstat()
     # Under a shared /tmp someone else could have created it first, or made it a symlink.
     if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), 0):
@@ -275,6 +281,22 @@ def prepare_root(root: Path) -> None:
     if st.st_uid == os.geteuid():
         # Traversable by the run's uid, but not listable: runs cannot see each other's names.
         os.chmod(root, 0o711)
+
+
+def writable_by_others(path: Path) -> list[Path]:
+    """`path` and its ancestors that someone other than root or this worker's user could write
+    to (or replace). Without a sandbox the CLI reads CLAUDE.md and .claude/ from every directory
+    above its cwd, so instructions planted there reach every run (a shared /tmp is one)."""
+    found = []
+    me = os.geteuid()
+    for d in [*reversed(path.parents), path]:
+        try:
+            st = d.lstat()
+        except OSError:
+            continue
+        if st.st_uid not in (0, me) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            found.append(d)
+    return found
 
 
 def first_untraversable(path: Path, uid: int, gid: int) -> Path | None:

@@ -75,6 +75,12 @@ class ClaudeCodeSettings(BaseSettings):
     # The CLI must reach ANTHROPIC_BASE_URL; turn off only with a CLI that needs no network.
     sandbox_share_net: bool = True
 
+    # --setting-sources when the payload does not choose: HOME is fresh, so "user" reads nothing
+    # a run did not bring; "project"/"local" would run a repository's own hooks.
+    setting_sources: CsvList = ["user"]
+    # What a payload may ask for (a tenant trusting its own repository's settings).
+    allowed_setting_sources: CsvList = ["user", "project", "local"]
+
     # Identity when the worker runs as root (nobody/nogroup by default).
     run_uid: int = Field(default=65534, gt=0)
     run_gid: int = Field(default=65534, gt=0)
@@ -114,7 +120,15 @@ class ClaudeCodeSettings(BaseSettings):
     git_allowed_schemes: CsvList = ["https", "ssh"]
     git_timeout_seconds: float = Field(default=600.0, gt=0)
 
-    @field_validator("pass_env", "env_allowlist", "git_allowed_schemes", "sandbox_ro_binds", mode="before")
+    @field_validator(
+        "pass_env",
+        "env_allowlist",
+        "git_allowed_schemes",
+        "sandbox_ro_binds",
+        "setting_sources",
+        "allowed_setting_sources",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, v: Any) -> Any:
         if isinstance(v, str):
