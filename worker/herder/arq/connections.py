@@ -112,6 +112,9 @@ class ArqRedis(Redis):
         job_deserializer: Any = None,
         default_queue_name: str = default_queue_name,
         expires_extra_ms: int = expires_extra_ms,
+        *,
+        herder_settings: HerderSettings | None = None,
+        native_tasks: TaskSet | None = None,
         **kwargs: Any,
     ) -> None:
         if pool_or_conn is not None:
@@ -122,13 +125,18 @@ class ArqRedis(Redis):
         self.default_queue_name = default_queue_name
         self.expires_extra_ms = expires_extra_ms
         self._herder: HerderClient | None = None
+        self.herder_settings = herder_settings
+        # Inside a native Herder worker: its tasks take their payload as keyword arguments.
+        self.native_tasks = native_tasks
         if job_serializer is not None or job_deserializer is not None:
             logger.warning("herder.arq stores jobs as JSON: job_serializer/job_deserializer are ignored")
 
     @property
     def herder(self) -> HerderClient:
         if self._herder is None:
-            self._herder = HerderClient(HerderSettings(), OpenTaskSet(), redis=_decoded(self))
+            tasks = OpenTaskSet(self.native_tasks) if self.native_tasks is not None else OpenTaskSet()
+            settings = self.herder_settings or HerderSettings()
+            self._herder = HerderClient(settings, tasks, redis=_decoded(self))
         return self._herder
 
     async def enqueue_job(
@@ -156,6 +164,18 @@ class ArqRedis(Redis):
             score = enqueue_ms + defer_ms
         else:
             score = enqueue_ms
+        at = score / 1000 if score > enqueue_ms else None
+        if self.native_tasks is not None and function in self.native_tasks:
+            # A Herder task: its payload is the keyword arguments, validated by its model.
+            if args or _job_try is not None or _expires is not None:
+                raise InvalidInput(
+                    f"task '{function}' is a Herder task: pass its payload as keyword arguments "
+                    "(no positional arguments, _job_try or _expires)"
+                )
+            res = await self.herder.enqueue(
+                herder_queue(queue_name), function, kwargs or None, id=_job_id, at=at
+            )
+            return Job(res.id, self, _queue_name=queue_name) if res.created else None
         meta: dict[str, Any] = {"enqueue_ms": enqueue_ms, "score": score}
         if _job_try is not None:
             meta["job_try"] = int(_job_try)
@@ -168,7 +188,7 @@ class ArqRedis(Redis):
             function,
             payload,
             id=_job_id,
-            at=score / 1000 if score > enqueue_ms else None,
+            at=at,
         )
         if not res.created:
             return None

@@ -146,6 +146,7 @@ class Worker(HerderWorker):
         )
         if self._own_pool:
             pool.default_queue_name = queue_name
+            pool.herder_settings = settings
         self._pool: Any = pool
         self.cron_jobs = crons  # after super().__init__, which sets arq's own (empty) list
         self.ctx.update(ctx or {})
