@@ -379,6 +379,7 @@ def test_prometheus_rule_equals_promtool_tested_file(all_on_docs: list[dict[str,
         "HerderRedisDown",
         "HerderEventLoopBlocked",
         "HerderQueuePaused",
+        "HerderTaskQueueAtMaxReplicas",
     }
     for g in tested["groups"]:
         for r in g["rules"]:

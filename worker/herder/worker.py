@@ -183,6 +183,10 @@ class HerderWorker(Worker):
         self.ctx["redis"] = self.pool
         self.ctx["worker_id"] = self.worker_id
         metrics.CAPACITY.labels(self.herder_queue).set(self.capacity)
+        # Counters exported at 0 from the start: increase() in the alerts needs a sample before
+        # the first event, or a worker's first blocked loop or Redis error is never seen.
+        for counter in (metrics.LOOP_BLOCKED, metrics.REDIS_ERRORS, metrics.STALE_FINISH):
+            counter.labels(self.herder_queue)
         if self.on_startup:
             await self.on_startup(self.ctx)
         log.info(
