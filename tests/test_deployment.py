@@ -48,6 +48,10 @@ def test_restricted_pod_security() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert pod["automountServiceAccountToken"] is False
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    # Claude Code workspaces get their own writable emptyDir under a root-owned image directory.
+    assert {"name": "claude-workspaces", "emptyDir": {}} in pod["volumes"]
+    [c] = pod["containers"]
+    assert {"name": "claude-workspaces", "mountPath": "/var/lib/herder/claude"} in c["volumeMounts"]
 
 
 def test_grace_follows_drain_timeout_and_worker_args() -> None:

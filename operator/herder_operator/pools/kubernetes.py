@@ -96,6 +96,9 @@ def _args(spec: TaskQueueSpec) -> list[str]:
     return args
 
 
+OUR_VOLUMES = ("tmp", "claude-workspaces", "redis-tls")
+CLAUDE_WORKSPACES = "/var/lib/herder/claude"  # ClaudeCodeSettings.workspace_root's default
+
 RESTRICTED_CONTAINER: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -147,8 +150,10 @@ def _worker_container(spec: TaskQueueSpec, base: dict[str, Any], url_in_secret: 
     sc = c.setdefault("securityContext", {})
     for k, v in RESTRICTED_CONTAINER.items():
         sc.setdefault(k, copy.deepcopy(v))
-    mounts = [m for m in c.get("volumeMounts", []) if m.get("name") not in ("tmp", "redis-tls")]
+    mounts = [m for m in c.get("volumeMounts", []) if m.get("name") not in OUR_VOLUMES]
     mounts.append({"name": "tmp", "mountPath": "/tmp"})  # the root filesystem is read-only
+    # Claude Code workspaces: under a root-owned directory of the image, never under /tmp.
+    mounts.append({"name": "claude-workspaces", "mountPath": CLAUDE_WORKSPACES})
     if spec.redis.tls is not None and spec.redis.tls.secret_name:
         mounts.append({"name": "redis-tls", "mountPath": TLS_MOUNT, "readOnly": True})
     c["volumeMounts"] = mounts
@@ -197,8 +202,9 @@ def build_deployment(
     psc = pod.setdefault("securityContext", {})
     for k, v in RESTRICTED_POD.items():
         psc.setdefault(k, copy.deepcopy(v))
-    volumes = [v for v in pod.get("volumes", []) if v.get("name") not in ("tmp", "redis-tls")]
+    volumes = [v for v in pod.get("volumes", []) if v.get("name") not in OUR_VOLUMES]
     volumes.append({"name": "tmp", "emptyDir": {}})
+    volumes.append({"name": "claude-workspaces", "emptyDir": {}})
     if spec.redis.tls is not None and spec.redis.tls.secret_name:
         volumes.append({"name": "redis-tls", "secret": {"secretName": spec.redis.tls.secret_name}})
     pod["volumes"] = volumes
