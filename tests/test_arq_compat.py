@@ -278,3 +278,17 @@ def test_cli_check_and_help(redis_server: RedisProc, monkeypatch: pytest.MonkeyP
     assert res.exit_code == 0 and res.output.startswith("Usage: arq [OPTIONS] WORKER_SETTINGS")
     res = CliRunner().invoke(cli, [f"{__name__}.Settings", "--check"])
     assert res.exit_code == 1  # no worker has written the health-check key
+
+
+class WorkerSettings:
+    functions = [add]
+
+
+def test_find_worker_settings() -> None:
+    from herder.arq.worker import find_worker_settings
+
+    assert find_worker_settings(f"{__name__}:WorkerSettings") is WorkerSettings
+    assert find_worker_settings(f"{__name__}.WorkerSettings") is WorkerSettings
+    assert find_worker_settings(f"{__name__}:add") is None  # not a settings class
+    assert find_worker_settings("no_such_module_xyz:WorkerSettings") is None
+    assert find_worker_settings(None) is None

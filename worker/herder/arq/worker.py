@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import logging
 import time
@@ -99,6 +100,8 @@ class Worker(HerderWorker):
         log_results: bool = True,
         herder_settings: HerderSettings | None = None,
         drain_timeout: float = 30.0,
+        name: str | None = None,
+        capabilities: tuple[str, ...] = (),
     ) -> None:
         if queue_name is None:
             queue_name = getattr(redis_pool, "default_queue_name", None) or default_queue_name
@@ -129,6 +132,8 @@ class Worker(HerderWorker):
             on_startup=on_startup,
             on_shutdown=on_shutdown,
             drain_timeout=float(job_completion_wait) if job_completion_wait else drain_timeout,
+            name=name,
+            capabilities=capabilities,
         )
         if job_serializer is not None or job_deserializer is not None:
             logger.warning("herder.arq stores jobs as JSON: job_serializer/job_deserializer are ignored")
@@ -446,6 +451,28 @@ def get_kwargs(settings_cls: WorkerSettingsType) -> dict[str, Any]:
     if isinstance(settings_cls, dict):
         return {k: v for k, v in settings_cls.items() if k in names}
     return {k: v for k, v in vars(settings_cls).items() if k in names}
+
+
+def find_worker_settings(spec: str | None) -> Any:
+    """The arq WorkerSettings that `--app module:attr` (or `module.attr`) names, or None when
+    it names something else (a Herder TaskSet, say). Import errors propagate."""
+    if not spec:
+        return None
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+        if not module_name:
+            return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    obj = getattr(module, attr or "WorkerSettings", None)
+    if isinstance(obj, dict):
+        return obj if "functions" in obj or "cron_jobs" in obj else None
+    if isinstance(obj, type) and (hasattr(obj, "functions") or hasattr(obj, "cron_jobs")):
+        return obj
+    return None
 
 
 def create_worker(settings_cls: WorkerSettingsType | str, **kwargs: Any) -> Worker:
