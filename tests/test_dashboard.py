@@ -493,3 +493,75 @@ def test_live_claude_run_updates_without_reload(
             assert page.evaluate("window.__notReloaded") is True
     finally:
         w.stop()
+
+
+def test_dashboard_works_with_its_least_privilege_acl_roles(tmp_path: Path) -> None:
+    """The dashboard under the generated `dashboard-read` / `dashboard-ops` ACL users: every page's
+    API works; the read role cannot operate (403, nothing changed)."""
+    import hashlib
+
+    from helpers import running_worker, wait_state
+    from herder.acl import acl_rule, aclfile_line
+    from herder.client import HerderClient
+
+    sha = hashlib.sha256(b"pw").hexdigest()
+    lines = ["user default off", f"user admin on #{sha} ~* &* +@all"]
+    for role in ("dashboard-read", "dashboard-ops"):
+        lines.append(aclfile_line(acl_rule(role, [], user=role), sha))
+    (tmp_path / "users.acl").write_text("\n".join(lines) + "\n")
+    proc = RedisProc(tmp_path / "redis", extra=["--aclfile", str(tmp_path / "users.acl")]).start()
+    try:
+
+        def as_user(user: str) -> HerderSettings:
+            return HerderSettings(
+                redis_url=proc.url, redis_username=user, redis_password="pw", lease_seconds=2
+            )
+
+        async def seed() -> None:
+            async with HerderClient(as_user("admin")) as c:
+                async with running_worker(as_user("admin"), "web"):
+                    await c.enqueue("web", "fail", {"message": "x"}, max_attempts=1, id="doomed")
+                    await wait_state(c, "doomed", "dead")
+                await c.enqueue("web", "echo", {}, id="child", after=["doomed"], run_regardless=True)
+                await c.enqueue("web", "echo", {}, id="r0", labels={"team": "a"})
+                await c.redis.rpush(c.keys("web").log("doomed"), json.dumps({"type": "herder"}))
+                await trends.record(c.redis, c.keys("web"), lease_ms=2000)
+
+        asyncio.run(seed())
+        admin = redis.Redis(port=proc.port, username="admin", password="pw", decode_responses=True)
+        reads = [
+            "/api/queues",
+            "/api/queues/web",
+            "/api/queues/web/jobs?state=ready",
+            "/api/queues/web/jobs?state=waiting",
+            "/api/queues/web/jobs?state=dead&task=fail&label=team",
+            "/api/queues/web/jobs?state=ready&label=team=a&worker=x&text=r",
+            "/api/jobs/doomed?queue=web",
+            "/api/jobs/doomed",
+            "/api/jobs/doomed/graph?queue=web",
+            "/api/jobs/doomed/raw/errors?queue=web",
+            "/api/queues/web/trends",
+            "/api/queues/web/cron",
+        ]
+        with Server(as_user("dashboard-read"), token=TOKEN) as srv:
+            for path in reads:
+                r = httpx.get(srv.url + path, headers=AUTH)
+                assert r.status_code == 200, (path, r.text)
+            with httpx.stream("GET", f"{srv.url}/api/jobs/doomed/events?queue=web", headers=AUTH) as r:
+                kinds = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+            assert kinds == ["snapshot", "log", "end"]
+            r = httpx.post(f"{srv.url}/api/queues/web/pause", headers=AUTH)
+            assert r.status_code == 403 and "ACL" in r.json()["detail"]
+            assert not admin.exists("herder:{web}:paused")
+        with Server(as_user("dashboard-ops"), token=TOKEN) as srv:
+            for path in reads:
+                assert httpx.get(srv.url + path, headers=AUTH).status_code == 200, path
+            assert httpx.post(f"{srv.url}/api/queues/web/pause", headers=AUTH).status_code == 200
+            r = httpx.post(
+                f"{srv.url}/api/queues/web/jobs/bulk", json={"action": "retry", "state": "dead"}, headers=AUTH
+            )
+            assert r.status_code == 200 and r.json()["results"] == {"doomed": "ready"}
+            assert httpx.post(f"{srv.url}/api/queues/web/workers/nope/drain", headers=AUTH).status_code == 404
+        admin.close()
+    finally:
+        proc.stop()

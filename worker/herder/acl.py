@@ -103,6 +103,23 @@ class Role:
 
 
 _READ = ("smembers", "sscan", "exists", "hgetall", "hget", "hmget", "lrange", "zrange")
+# What the dashboard reads besides: browsing by state (counts, pages, SORT_RO of the waiting set),
+# the job-event feed (MULTI of HMGET/HSTRLEN/GET/LLEN/LRANGE), trends (TIME) and the read-only
+# filter script (EVALSHA_RO of lua/match.lua: read access to the job hashes is enough).
+_DASHBOARD_READ = (
+    *_READ,
+    "zcard",
+    "scard",
+    "zrevrange",
+    "sort_ro",
+    "hstrlen",
+    "llen",
+    "get",
+    "time",
+    "multi",
+    "exec",
+    "evalsha_ro",
+)
 
 ROLES: dict[str, Role] = {
     r.name: r
@@ -139,7 +156,7 @@ ROLES: dict[str, Role] = {
             "dashboard-read",
             "the dashboard without the token: queues, jobs, DLQ, logs (read-only)",
             scripts=("status",),
-            commands=_READ,
+            commands=_DASHBOARD_READ,
             queue_keys=("ready",),  # declared by the status script; EVALSHA checks it as writable
             read_keys=("*",),
             index="r",
@@ -147,9 +164,9 @@ ROLES: dict[str, Role] = {
         ),
         Role(
             "dashboard-ops",
-            "the dashboard with the token: also pause, resume, cancel, remove, replay",
-            scripts=("status", "resume", "cancel", "remove", "replay"),
-            commands=(*_READ, "set"),
+            "the dashboard with the token: also pause, resume, cancel, remove, replay, drain",
+            scripts=("status", "resume", "cancel", "remove", "replay", "drain"),
+            commands=(*_DASHBOARD_READ, "set"),
             queue_keys=("*",),
             index="r",
             all_queues=True,

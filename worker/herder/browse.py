@@ -9,11 +9,14 @@ a filter over a million jobs is never one request's work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 from herder.errors import InvalidInput
 from herder.keys import QueueKeys
@@ -108,6 +111,11 @@ def _match_source() -> str:
     return (resources.files("herder") / "lua" / "match.lua").read_text()
 
 
+@cache
+def _match_sha() -> str:
+    return hashlib.sha1(_match_source().encode()).hexdigest()
+
+
 def _int(v: str | None) -> int:
     try:
         return int(v or 0)
@@ -141,8 +149,9 @@ class Browser:
             # A set has no order: page through it sorted lexically (SORT ... ALPHA LIMIT),
             # which is stable between pages unlike SSCAN cursors across changes.
             total = int(await self.redis.scard(self._key("waiting")))
-            waiting = await self.redis.sort(
-                self._key("waiting"), start=offset, num=count, alpha=True, desc=True
+            # SORT_RO itself (redis-py's sort_ro sends SORT, a write command for ACLs).
+            waiting = await self.redis.execute_command(
+                "SORT_RO", self._key("waiting"), "LIMIT", offset, count, "ALPHA", "DESC"
             )
             return list(waiting), total
         if state == "ready":
@@ -165,9 +174,14 @@ class Browser:
 
     async def _match(self, flt: JobFilter, ids: list[str]) -> list[str]:
         key, eq, value = (flt.label or "").partition("=")
-        script = self.redis.register_script(_match_source())
         args = [self.keys.base, flt.task or "", key, value, flt.worker or "", "1" if eq else "0", *ids]
-        return list(await script(keys=[self.keys.job(ids[0])], args=args))
+        # EVALSHA_RO: a read-only script needs only read access to its keys (least-privilege ACL).
+        sha = _match_sha()
+        try:
+            return list(await self.redis.evalsha_ro(sha, 1, self.keys.job(ids[0]), *args))
+        except NoScriptError:
+            await self.redis.script_load(_match_source())
+            return list(await self.redis.evalsha_ro(sha, 1, self.keys.job(ids[0]), *args))
 
     async def rows(self, ids: list[str]) -> list[dict[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:

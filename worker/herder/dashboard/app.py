@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from herder import __version__, trends
 from herder.browse import BROWSABLE, MAX_PAGE, Browser, JobFilter
@@ -119,6 +119,12 @@ def create_app(
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(NoPermissionError)
+    async def _noperm(_: Request, exc: NoPermissionError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"Redis ACL denies this to the dashboard's user: {exc}"}, status_code=403
+        )
 
     @app.exception_handler(RedisError)
     async def _redis(_: Request, exc: RedisError) -> JSONResponse:
