@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class ApiLimits:
     burst: float = 100.0
     events_poll_s: float = 0.25
     durable_timeout_ms: int = 5000
-    durable_connections: int = 8  # WAIT/WAITAOF apply to one connection's writes: pinned clients
+    durable_connections: int = 8
+    token_cache_s: float = 1.0  # how long a looked-up token record is trusted  # WAIT/WAITAOF apply to one connection's writes: pinned clients
 
 
 class ApiError(Exception):
@@ -133,6 +135,24 @@ class State:
         self.pinned: asyncio.Queue[HerderClient] = asyncio.Queue()
         self.pinned_made = 0
         self.facts: tuple[float, ServerFacts] | None = None
+        self._tokens: OrderedDict[str, tuple[float, TokenRecord]] = OrderedDict()
+
+    async def token(self, token_id: str) -> TokenRecord | None:
+        """The token's record, cached for `token_cache_s` (a Redis round trip saved on most
+        requests; a revocation takes effect within that time). Misses are not cached."""
+        now = time.monotonic()
+        hit = self._tokens.get(token_id)
+        if hit is not None and now - hit[0] < self.limits.token_cache_s:
+            return hit[1]
+        record = await self.store.get(token_id)
+        if record is None:
+            self._tokens.pop(token_id, None)
+            return None
+        self._tokens[token_id] = (now, record)
+        self._tokens.move_to_end(token_id)
+        if len(self._tokens) > 10_000:
+            self._tokens.popitem(last=False)
+        return record
 
     async def server_facts(self) -> ServerFacts:
         now = time.monotonic()
@@ -172,7 +192,7 @@ async def authenticate(request: Request) -> TokenRecord:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
     parts = split_token(given.strip())
     s = st(request)
-    record = await s.store.get(parts[0]) if parts else None
+    record = await s.token(parts[0]) if parts else None
     if parts is None or record is None or not verify(record, parts[1]):
         raise ApiError(401, "invalid or revoked token", challenge)
     # Only after the secret checked out, so bad guesses cannot spend a real token's budget.
