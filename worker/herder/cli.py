@@ -394,10 +394,6 @@ def worker(
         tasks = load_taskset(app_spec)
     except InvalidInput as exc:
         fail(2, str(exc))
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
     w = HerderWorker(
         queue,
         tasks,
@@ -408,6 +404,11 @@ def worker(
         drain_timeout=drain_timeout,
         burst=burst,
     )
+    if metrics_port is not None:
+        from herder.health import serve
+
+        # /readyz fails while draining: see herder.health for why the operator needs that.
+        serve(metrics_port, ready=lambda: not w.draining)
     raise typer.Exit(run_worker(w))
 
 

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from herder_operator.admission import PASSWORD_KEY, URL_KEY, USERNAME_KEY
+from herder_operator.pools.ranking import DELETION_COST as DELETION_COST
+from herder_operator.pools.ranking import PodRank, rank_of, removal_blocker
 from herder_operator.spec import GROUP, TaskQueueSpec
 
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 REMOVE_COST = "-1000"  # below the default 0 of every other pod: the ReplicaSet deletes these first
 LABEL_TQ = f"{GROUP}/taskqueue"
 LABEL_QUEUE = f"{GROUP}/queue"
@@ -146,7 +147,12 @@ def _worker_container(spec: TaskQueueSpec, base: dict[str, Any], url_in_secret: 
     c["ports"] = [*ports, {"name": "metrics", "containerPort": w.metrics_port, "protocol": "TCP"}]
     if w.resources is not None:
         c["resources"] = w.resources.dump()
-    c.setdefault("readinessProbe", {"tcpSocket": {"port": "metrics"}, "periodSeconds": 5})
+    # /readyz fails while the worker drains, so a drained pod is not Ready: the ReplicaSet ranks
+    # readiness above pod-deletion-cost (docs/scaling.md, "Which pod the ReplicaSet deletes").
+    c.setdefault(
+        "readinessProbe",
+        {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 5, "failureThreshold": 1},
+    )
     sc = c.setdefault("securityContext", {})
     for k, v in RESTRICTED_CONTAINER.items():
         sc.setdefault(k, copy.deepcopy(v))
@@ -252,6 +258,7 @@ class KubernetesPool:
         self.name = deployment_name(tq_name)
         self.spec = spec
         self.url_in_secret = False  # set by the handlers once they have read the Secret
+        self._marked: set[str] = set()  # pods carrying REMOVE_COST, as of the last members()
 
     async def ensure(self, owner: dict[str, Any]) -> bool:
         """Create the Deployment, or bring its template up to date. Returns True when created."""
@@ -276,32 +283,64 @@ class KubernetesPool:
         dep = await asyncio.to_thread(self.apps.read_namespaced_deployment, self.name, self.namespace)
         return int(dep.spec.replicas or 0)
 
-    async def members(self) -> list[str]:
+    async def _pods(self) -> list[Any]:
         pods = await asyncio.to_thread(
             self.core.list_namespaced_pod, self.namespace, label_selector=f"{LABEL_TQ}={self.tq_name}"
         )
-        names = []
+        out = []
         for p in pods.items:
             meta = p.metadata
             if meta is None or (meta.labels or {}).get(LABEL_TQ) != self.tq_name:
                 continue  # also checked here: not every API (or emulator) honours the selector
             if meta.deletion_timestamp is not None:
-                continue  # already leaving: not a member
+                continue  # already leaving: not a member (nor counted by the ReplicaSet)
             if p.status is not None and p.status.phase in ("Succeeded", "Failed"):
                 continue
-            names.append(str(meta.name))
-        return sorted(names)
+            out.append(p)
+        return out
 
-    async def mark_for_removal(self, pods: Sequence[str]) -> None:
-        patch = {"metadata": {"annotations": {DELETION_COST: REMOVE_COST}}}
-        for pod in pods:
+    async def members(self) -> list[str]:
+        pods = await self._pods()
+        self._marked = {
+            str(p.metadata.name)
+            for p in pods
+            if (p.metadata.annotations or {}).get(DELETION_COST) == REMOVE_COST
+        }
+        return sorted(str(p.metadata.name) for p in pods)
+
+    async def _annotate(self, pod: str, value: str | None) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        patch = {"metadata": {"annotations": {DELETION_COST: value}}}
+        try:
             await asyncio.to_thread(
                 self.core.patch_namespaced_pod, pod, self.namespace, patch, _content_type=MERGE_PATCH
             )
+        except ApiException as exc:
+            if exc.status != 404:  # gone meanwhile: nothing to mark
+                raise
+
+    async def mark(self, draining: Sequence[str]) -> None:
+        """Give exactly the draining pods the low deletion cost; take it off every other pod
+        (an undrained or reused worker must not stay first in line)."""
+        want = set(draining)
+        marked = self._marked
+        for pod in sorted(want - marked):
+            await self._annotate(pod, REMOVE_COST)
+        for pod in sorted(marked - want):
+            await self._annotate(pod, None)  # merge patch: null deletes the key
+        self._marked = set(want)
+
+    async def removal_blocker(self, replicas: int, remove: Sequence[str]) -> str | None:
+        """Why lowering replicas to `replicas` now could delete a pod not in `remove` (None: safe)."""
+        ranks: list[PodRank] = [rank_of(p) for p in await self._pods()]
+        return removal_blocker(ranks, len(ranks) - replicas, remove)
 
     async def scale_to(self, replicas: int, remove: Sequence[str] = ()) -> None:
-        # Costs first: the ReplicaSet reads them when replicas drop.
-        await self.mark_for_removal(remove)
+        # Costs first (normally set when the drain began): the ReplicaSet reads them when replicas drop.
+        for pod in remove:
+            if pod not in self._marked:
+                await self._annotate(pod, REMOVE_COST)
         patch = {"spec": {"replicas": replicas}}
         await asyncio.to_thread(
             self.apps.patch_namespaced_deployment, self.name, self.namespace, patch, _content_type=MERGE_PATCH

@@ -63,6 +63,12 @@ class LocalPool:
             self._stop(max(self.procs, key=lambda k: int(k.rsplit("-", 1)[1])))
         self._fill()
 
+    async def mark(self, draining: Sequence[str]) -> None:
+        return None  # scale_to stops exactly the named processes: no ranking to influence
+
+    async def removal_blocker(self, replicas: int, remove: Sequence[str]) -> str | None:
+        return None
+
     # ---- processes -----------------------------------------------------------------------
 
     def command(self, wid: str) -> list[str]:

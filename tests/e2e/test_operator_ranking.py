@@ -1,0 +1,131 @@
+"""Scale-down against the ReplicaSet controller's full victim ranking (the fake kubelet ranks
+unscheduled, phase, readiness, pod-deletion-cost, ready time, restarts, age, like the real one).
+
+Each case has a busy pod that the controller would rank *before* the idle pods the operator
+drained: not Ready (a probe timeout under load), restarted and not Ready again yet, or Pending
+(another container still starting). Before the fix the controller deleted the busy pod and its
+job was handed back; now the removed pods are exactly the drained ones and no job is handed back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kube_harness import raw
+from test_operator_kmock import (
+    NS,
+    Cluster,
+    arun,
+    cluster,  # noqa: F401 (the fixture)
+    tq_spec,
+    until,
+)
+
+from herder.client import HerderClient
+from herder.models import Job, JobState
+from redis_proc import RedisProc
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def pod(c: Cluster, name: str) -> dict[str, Any] | None:
+    from kubernetes import client as k8s
+
+    items = raw(k8s.CoreV1Api(c.api).list_namespaced_pod, NS).get("items", [])
+    return next((p for p in items if p["metadata"]["name"] == name), None)
+
+
+def is_ready(p: dict[str, Any] | None) -> bool:
+    conds = ((p or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+@pytest.mark.parametrize("case", ["not-ready", "restarted", "pending"])
+def test_scale_down_removes_only_the_drained_pods(
+    cluster: Cluster,  # noqa: F811
+    redis_server: RedisProc,
+    case: str,
+) -> None:
+    url = redis_server.url
+    spec = tq_spec(
+        url,
+        worker={"image": "herder:dev", "concurrency": 1},
+        minReplicas=1,
+        maxReplicas=3,
+        # A few seconds of window: the registry's in-flight counts (a heartbeat old) settle before
+        # the choice, so the idle pods are chosen rather than a busy one by a stale tie.
+        scaleDown={"stabilizationSeconds": 3, "cooldownSeconds": 0},
+        drainTimeoutSeconds=120,
+    )
+    cluster.create_tq("rank", spec)
+    st = until(
+        lambda: arun(lambda c: c.status("e2e"), url), lambda s: len(s.workers) == 1, 60, "first worker"
+    )
+    busy = st.workers[0].id
+    k = cluster.kubelet
+
+    if case == "restarted":
+        k.crash(busy)
+        until(lambda: k.restarts, lambda n: n == 1, 30, "container restarted")
+    if case == "pending":
+        k.pending_phase.add(busy)  # a second container still starting: phase Pending, not Ready
+        until(
+            lambda: (pod(cluster, busy) or {}).get("status", {}).get("phase"),
+            lambda p: p == "Pending",
+            30,
+            "Pending",
+        )
+    else:
+        k.unready.add(busy)  # probe timeouts under load / not Ready again yet after the restart
+    until(lambda: is_ready(pod(cluster, busy)), lambda r: not r, 30, "busy pod not Ready")
+
+    async def enqueue_long(c: HerderClient) -> str:
+        return (await c.enqueue("e2e", "sleep", {"seconds": 600.0})).id
+
+    long_id = arun(enqueue_long, url)
+    # Waits for the restarted worker to register again, too: it claims the job once it is up.
+    until(
+        lambda: arun(lambda c: c.get_job(long_id, "e2e"), url),
+        lambda j: j.worker == busy,
+        60,
+        "long job on it",
+    )
+
+    async def enqueue_short(c: HerderClient) -> list[str]:
+        return [(await c.enqueue("e2e", "sleep", {"seconds": 2.0})).id for _ in range(2)]
+
+    short_ids = arun(enqueue_short, url)
+    until(lambda: cluster.replicas("rank"), lambda n: n == 3, 60, "scaled up to 3")
+    others = until(lambda: set(k.pods) - {busy}, lambda s: len(s) == 2, 30, "two more pods")
+
+    async def jobs(c: HerderClient, ids: list[str]) -> list[Job]:
+        return [await c.get_job(i, "e2e") for i in ids]
+
+    until(
+        lambda: arun(lambda c: jobs(c, short_ids), url),
+        lambda js: all(j.state == JobState.succeeded for j in js),
+        60,
+        "short jobs done",
+    )
+    if case == "pending":
+        # The operator holds the scale-down and says why, while the Pending pod would go first.
+        until(
+            lambda: [e for e in cluster.events() if e.get("reason") == "ScaleDownHeld"],
+            lambda es: any(busy in e.get("message", "") for e in es),
+            60,
+            "ScaleDownHeld naming the Pending pod",
+        )
+        assert cluster.replicas("rank") == 3 and not k.deleted, k.deleted
+        k.pending_phase.discard(busy)  # the other container started
+    until(lambda: cluster.replicas("rank"), lambda n: n == 1, 60, "scaled down to 1")
+    until(lambda: set(k.pods), lambda s: s == {busy}, 30, "only the busy pod left")
+
+    assert {d.pod for d in k.deleted} == others, k.deleted
+    assert all(d.cost < 0 for d in k.deleted), k.deleted  # the pods the operator marked
+    assert not k.killed, k.killed
+    job = arun(lambda c: c.get_job(long_id, "e2e"), url)
+    # Still running where it started, never handed back.
+    assert job.state == JobState.active and job.worker == busy, job
+    assert job.attempts == 1 and not job.errors, job.errors
+    arun(lambda c: c.cancel(long_id, "e2e"), url)  # so that teardown need not wait for it
