@@ -134,9 +134,9 @@ def build_crd() -> dict[str, Any]:
                             "description": "A Herder task queue and its autoscaled workers.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {"type": "string", "description": "herder.dev/v1alpha1"},
+                                "kind": {"type": "string", "description": "TaskQueue"},
+                                "metadata": {"type": "object", "description": "Standard object metadata."},
                                 "spec": spec,
                                 "status": status_schema(),
                             },

@@ -53,6 +53,7 @@ class History:
     last_scale_up: float | None = None
     last_scale_down: float | None = None
     idle_since: float | None = None  # start of the current idle streak (nothing ready or active)
+    since: float | None = None  # first step of this memory: how much history the windows really had
 
     def with_replicas(self, replicas: int) -> History:
         return dataclasses.replace(self, replicas=replicas)
@@ -102,6 +103,38 @@ def choose_undrain(workers: Sequence[WorkerView], n: int) -> tuple[str, ...]:
     return tuple(w.id for w in draining[: max(0, n)])
 
 
+def prune(
+    recs: Sequence[tuple[float, int]], now: float, up_window: float, down_window: float
+) -> tuple[tuple[float, int], ...]:
+    """Keep only the recommendations a later step can still need (exactly the same decisions).
+
+    Windows only move forward, so the max over any later down-window is found among the entries
+    larger than everything after them (a monotonic queue), and the min over any later up-window
+    among those smaller than everything after them. Under steady load this is one entry, which
+    keeps the memory small enough to live in the TaskQueue's status.
+    """
+    keep: set[int] = set()
+    for window, sign in ((down_window, 1), (up_window, -1)):  # max over down, min over up
+        best: int | None = None
+        for i in range(len(recs) - 1, -1, -1):
+            t, r = recs[i]
+            if t < now - window:
+                break
+            if best is None or sign * r > sign * best:
+                keep.add(i)
+                best = r
+    return tuple(recs[i] for i in sorted(keep))
+
+
+def _span(history: History, now: float, window: int) -> str:
+    """'over 60s', or how much of the window the memory really covers (e.g. after a fresh start)."""
+    since = history.since if history.since is not None else now
+    covered = now - since
+    if covered >= window:
+        return f"over {window}s"
+    return f"over {covered:.0f}s of history (window {window}s)"
+
+
 def decide(spec: TaskQueueSpec, obs: Observation | None, history: History, now: float) -> Decision:
     replicas = history.replicas
     if spec.paused:
@@ -125,8 +158,12 @@ def decide(spec: TaskQueueSpec, obs: Observation | None, history: History, now: 
     n_draining = sum(1 for w in obs.workers if w.draining)
     current = max(0, replicas - n_draining)
     rec = clamp(recommend(spec, obs), spec)
-    window = max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
-    recs = (*tuple((t, r) for t, r in history.recommendations if t >= now - window), (now, rec))
+    recs = prune(
+        (*history.recommendations, (now, rec)),
+        now,
+        spec.scale_up.stabilization_seconds,
+        spec.scale_down.stabilization_seconds,
+    )
     up_from = now - spec.scale_up.stabilization_seconds
     down_from = now - spec.scale_down.stabilization_seconds
     up_target = min(r for t, r in recs if t >= up_from)  # only a recommendation that held the window
@@ -164,7 +201,7 @@ def decide(spec: TaskQueueSpec, obs: Observation | None, history: History, now: 
                 desired = max(target, current - step) if step else target
                 reason = (
                     f"scale down {current}->{desired}: {demand} need {down_target} "
-                    f"(highest over {spec.scale_down.stabilization_seconds}s)"
+                    f"(highest {_span(history, now, spec.scale_down.stabilization_seconds)})"
                 )
             else:
                 reason = f"holding {current}: scale to zero waits for {cooldown}s idle"
@@ -186,6 +223,7 @@ def decide(spec: TaskQueueSpec, obs: Observation | None, history: History, now: 
         last_scale_up=now if scaled_up else history.last_scale_up,
         last_scale_down=now if scaled_down else history.last_scale_down,
         idle_since=idle_since,
+        since=history.since if history.since is not None else now,
     )
     return Decision(
         desired=desired,

@@ -17,7 +17,17 @@ from herder.client import HerderClient
 from herder.errors import NotFound
 from herder.models import QueueStatus, WorkerInfo
 from herder_operator.policy import Decision, History, Observation, WorkerView, decide
-from herder_operator.spec import Condition, ConditionType, Phase, TaskQueueSpec, TaskQueueStatus, WorkerCounts
+from herder_operator.spec import (
+    Condition,
+    ConditionType,
+    DrainRecord,
+    Phase,
+    PolicyMemory,
+    Recommendation,
+    TaskQueueSpec,
+    TaskQueueStatus,
+    WorkerCounts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,14 @@ class Pool(Protocol):
 
     async def scale_to(self, replicas: int, remove: Sequence[str] = ()) -> None:
         """Set the replica count; `remove` names the members that must be the ones to go."""
+        ...
+
+    async def mark(self, draining: Sequence[str]) -> None:
+        """Flag exactly these members as first to go (and no other member)."""
+        ...
+
+    async def removal_blocker(self, replicas: int, remove: Sequence[str]) -> str | None:
+        """Why setting `replicas` now could remove a member not in `remove`; None when it cannot."""
         ...
 
 
@@ -58,6 +76,8 @@ class StepReport:
     workers_ready: int = 0
     workers_draining: int = 0
     events: list[Event] = field(default_factory=list)
+    hold: str | None = None  # why a scale-down waits (another pod would be removed first)
+    scale_reason: str | None = None  # the decision behind a replica change made by this step
 
     @property
     def scaled(self) -> bool:
@@ -77,24 +97,92 @@ def observe(status: QueueStatus, members: Sequence[str]) -> Observation:
     return Observation(ready=status.ready, active=status.active, workers=tuple(views), paused=status.paused)
 
 
-class Reconciler:
-    """Holds one TaskQueue's policy history and drain deadlines between steps."""
+def _ms(t: float) -> int:
+    return round(t * 1000)
 
-    def __init__(self, spec: TaskQueueSpec, pool: Pool, client: HerderClient) -> None:
+
+def _sec(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+class Reconciler:
+    """Holds one TaskQueue's policy history and drain deadlines between steps.
+
+    All of it round-trips through `memory()` / `restore()` (kept in the TaskQueue's status), so a
+    restarted operator continues with the same windows, cooldowns and drain deadlines.
+    """
+
+    def __init__(
+        self,
+        spec: TaskQueueSpec,
+        pool: Pool,
+        client: HerderClient,
+        memory: PolicyMemory | None = None,
+        last_scale_reason: str | None = None,
+    ) -> None:
         self.spec = spec
         self.pool = pool
         self.client = client
         self.history: History | None = None
         self.deadlines: dict[str, float] = {}  # worker id -> time after which it is removed anyway
+        self.drain_reasons: dict[str, str] = {}  # worker id -> the decision that chose it
         self.last_scale_time: float | None = None
-        self.last_scale_reason: str | None = None
+        self.last_scale_reason: str | None = last_scale_reason
         self.last: StepReport | None = None
+        self.restored = False
+        # Log fields: under `kopf run` the formatter prints/serialises k8s_ref like kopf's own lines.
+        self.log_extra: dict[str, Any] = {"queue": spec.queue}
+        if memory is not None:
+            self.restore(memory)
 
     def update_spec(self, spec: TaskQueueSpec) -> None:
         self.spec = spec
 
+    def restore(self, m: PolicyMemory) -> None:
+        self.history = History(
+            replicas=0,  # always read from the pool
+            recommendations=tuple((r.at / 1000, r.replicas) for r in m.recommendations),
+            last_scale_up=_sec(m.last_scale_up),
+            last_scale_down=_sec(m.last_scale_down),
+            idle_since=_sec(m.idle_since),
+            since=_sec(m.since),
+        )
+        self.deadlines = {d.worker: d.deadline / 1000 for d in m.draining}
+        self.drain_reasons = {d.worker: d.reason for d in m.draining}
+        self.last_scale_time = _sec(m.last_scale_at)
+        self.restored = True
+
+    def memory(self) -> PolicyMemory:
+        h = self.history or History(replicas=0)
+
+        def ms(t: float | None) -> int | None:
+            return None if t is None else _ms(t)
+
+        return PolicyMemory(
+            since=ms(h.since),
+            recommendations=[Recommendation(at=_ms(t), replicas=r) for t, r in h.recommendations],
+            last_scale_up=ms(h.last_scale_up),
+            last_scale_down=ms(h.last_scale_down),
+            idle_since=ms(h.idle_since),
+            draining=[
+                DrainRecord(worker=w, deadline=_ms(t), reason=self.drain_reasons.get(w, "")[:1024])
+                for w, t in sorted(self.deadlines.items())
+            ],
+            last_scale_at=ms(self.last_scale_time),
+        )
+
     async def step(self, now: float | None = None) -> StepReport:
-        now = time.time() if now is None else now
+        report = await self._step(now)
+        # One log line per decision that changes something (the Events of this step); a steady
+        # step logs nothing, so the log stays readable at one step per second.
+        for e in report.events:
+            level = logging.WARNING if e.type == "Warning" else logging.INFO
+            log.log(level, "%s: %s", e.reason, e.message, extra=self.log_extra)
+        return report
+
+    async def _step(self, now: float | None = None) -> StepReport:
+        # Whole milliseconds: what the status memory stores, so a restored memory compares equal.
+        now = _ms(time.time() if now is None else now) / 1000
         spec = self.spec
         replicas = await self.pool.replicas()
         members = await self.pool.members()
@@ -138,12 +226,14 @@ class Reconciler:
         present = set(members)
         # Forget deadlines of members that are gone (removed, crashed, replaced).
         self.deadlines = {k: v for k, v in self.deadlines.items() if k in present}
+        self.drain_reasons = {k: v for k, v in self.drain_reasons.items() if k in self.deadlines}
         for wid in decision.undrain:
             try:
                 await self.client.undrain_worker(queue, wid)
             except NotFound:
                 pass
             self.deadlines.pop(wid, None)
+            self.drain_reasons.pop(wid, None)
         if decision.undrain:
             report.events.append(Event("Normal", "Undrained", f"reusing {', '.join(decision.undrain)}"))
         for wid in decision.drain:
@@ -152,10 +242,12 @@ class Reconciler:
                     # exit=False: a worker that exits by itself would be restarted by its pod.
                     await self.client.drain_worker(queue, wid, exit=False)
                     self.deadlines[wid] = now + spec.drain_timeout_seconds
+                    self.drain_reasons[wid] = decision.reason
                     continue
                 except NotFound:
                     pass
             self.deadlines[wid] = now  # never registered: holds no job, remove at once
+            self.drain_reasons[wid] = decision.reason
         if decision.drain:
             report.events.append(
                 Event("Normal", "Draining", f"draining {', '.join(decision.drain)}: {decision.reason}")
@@ -164,6 +256,9 @@ class Reconciler:
         for w in status.workers:
             if w.id in present and w.draining and w.id not in self.deadlines and w.id not in decision.undrain:
                 self.deadlines[w.id] = now + spec.drain_timeout_seconds
+                self.drain_reasons[w.id] = "adopted a worker that was already draining"
+        # The chosen pods carry the low deletion cost, and no other pod does (undrained, reused).
+        await self.pool.mark(sorted(self.deadlines))
         removable = []
         for wid, deadline in sorted(self.deadlines.items()):
             info = registry.get(wid)
@@ -173,17 +268,31 @@ class Reconciler:
                 removable.append(wid)
         # Replicas end at the serving count the policy wants plus the drainees still finishing.
         new = decision.desired + sum(1 for wid in self.deadlines if wid not in removable)
-        if new < report.replicas or new > report.replicas or removable:
+        if new < report.replicas or removable:
+            # Never lower replicas while the ReplicaSet would pick a pod we did not choose (a busy
+            # pod that is not Ready, a Pending one...): that pod's jobs would be handed back.
+            blocker = await self.pool.removal_blocker(new, removable)
+            if blocker is not None:
+                report.hold = f"holding {report.replicas} replicas: {blocker}"
+                if self.last is None or self.last.hold != report.hold:
+                    report.events.append(Event("Normal", "ScaleDownHeld", report.hold))
+                return
+        if new != report.replicas or removable:
+            reasons = [self.drain_reasons[w] for w in removable if self.drain_reasons.get(w)]
+            # The replica change carries the decision that chose the removed workers, not this
+            # step's (which is usually "steady at N" by the time they are idle).
+            report.scale_reason = reasons[0] if reasons else decision.reason
             await self._scale(report, new, removable)
         for wid in removable:
             self.deadlines.pop(wid, None)
+            self.drain_reasons.pop(wid, None)
 
     async def _scale(self, report: StepReport, new: int, remove: Sequence[str]) -> None:
         if new == report.replicas and not remove:
             return
         await self.pool.scale_to(new, remove)
         report.new_replicas = new
-        reason = report.decision.reason
+        reason = report.scale_reason or report.decision.reason
         if new != report.replicas:
             self.last_scale_time, self.last_scale_reason = report.at, reason
             what = f"scaled {report.replicas}->{new}"
@@ -220,7 +329,22 @@ def status_of(
     spec, d, now = reconciler.spec, report.decision, report.at
     st = report.status
     redis_ok = st is not None
-    scaling = report.new_replicas != d.desired or bool(reconciler.deadlines)
+    draining = bool(reconciler.deadlines)
+    # Ready means the workers are really there: registered, serving, as many as desired.
+    waiting = redis_ok and report.workers_ready < d.desired
+    scaling = report.new_replicas != d.desired or draining or waiting or report.hold is not None
+    if report.hold is not None:
+        scaling_reason, scaling_msg = "ScaleDownHeld", report.hold
+    elif draining:
+        names = ", ".join(sorted(reconciler.deadlines))
+        scaling_reason, scaling_msg = "Draining", f"draining {names}: {d.reason}"
+    elif waiting:
+        scaling_reason = "ScalingUp"
+        scaling_msg = f"{report.workers_ready} of {d.desired} workers ready: {d.reason}"
+    elif report.new_replicas != d.desired:
+        scaling_reason, scaling_msg = "ScalingUp" if d.desired > report.new_replicas else "Draining", d.reason
+    else:
+        scaling_reason, scaling_msg = "Stable", d.reason
     conds = [
         _cond(
             previous,
@@ -234,8 +358,8 @@ def status_of(
             previous,
             ConditionType.scaling,
             scaling,
-            "ScalingUp" if d.desired > report.replicas else "Draining" if scaling else "Stable",
-            d.reason,
+            scaling_reason if redis_ok else "Stable",
+            scaling_msg,
             now,
         ),
     ]
@@ -257,8 +381,8 @@ def status_of(
             previous,
             ConditionType.ready,
             ready,
-            "Reconciled" if ready else ("RedisUnreachable" if not redis_ok else "Scaling"),
-            d.reason,
+            "Reconciled" if ready else ("RedisUnreachable" if not redis_ok else scaling_reason),
+            d.reason if ready or not redis_ok else scaling_msg,
             now,
         ),
     )
@@ -285,6 +409,7 @@ def status_of(
         last_scale_time=_iso(reconciler.last_scale_time) if reconciler.last_scale_time else None,
         last_scale_reason=reconciler.last_scale_reason,
         conditions=conds,
+        memory=reconciler.memory(),
     )
 
 
@@ -302,6 +427,20 @@ def invalid_status(
         conditions=[
             _cond(previous, ConditionType.ready, False, reason, message, now),
             _cond(previous, ConditionType.degraded, True, reason, f"{message}; nothing was changed", now),
+        ],
+    )
+
+
+def failed_status(
+    reason: str, message: str, previous: Sequence[Condition], generation: int | None, now: float
+) -> TaskQueueStatus:
+    """A handler failed (the API refused the Deployment, RBAC, a missing Secret...): say what."""
+    return TaskQueueStatus(
+        observed_generation=generation,
+        phase=Phase.degraded,
+        conditions=[
+            _cond(previous, ConditionType.ready, False, reason, message, now),
+            _cond(previous, ConditionType.degraded, True, reason, message, now),
         ],
     )
 

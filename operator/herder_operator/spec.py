@@ -48,13 +48,18 @@ class SecretRef(_Model):
     or equal. Keys are not selectable, so a TaskQueue cannot point at another key of another Secret.
     """
 
-    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of the Secret (labelled herder.dev/credentials=true).",
+    )
 
 
 class RedisTLS(_Model):
     """TLS to Redis. `rediss://` URLs turn it on as well."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Connect to Redis over TLS.")
     secret_name: str | None = Field(
         default=None,
         max_length=253,
@@ -62,7 +67,7 @@ class RedisTLS(_Model):
         description="Secret with ca.crt (and tls.crt/tls.key for client certificates), mounted into "
         "workers; labelled herder.dev/credentials=true like every Secret workers use.",
     )
-    check_hostname: bool = True
+    check_hostname: bool = Field(default=True, description="Verify the server certificate's host name.")
 
 
 class RedisSpec(_Model):
@@ -79,10 +84,20 @@ class RedisSpec(_Model):
         }
     )
 
-    url: str | None = Field(default=None, max_length=2048, pattern=REDIS_URL_PATTERN)
-    secret_ref: SecretRef | None = None
-    tls: RedisTLS | None = None
-    key_prefix: str | None = Field(default=None, max_length=64, pattern=r"^[^{}\s]+$")
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=REDIS_URL_PATTERN,
+        description="redis://, rediss:// or unix:// URL (without a password: use secretRef).",
+    )
+    secret_ref: SecretRef | None = Field(default=None, description="Secret with the Redis credentials.")
+    tls: RedisTLS | None = Field(default=None, description="TLS settings.")
+    key_prefix: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[^{}\s]+$",
+        description="Prefix of every key of this queue (to share one Redis between installations).",
+    )
 
     @model_validator(mode="after")
     def _has_url(self) -> RedisSpec:
@@ -92,38 +107,54 @@ class RedisSpec(_Model):
 
 
 class EnvVar(_Model):
-    name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)
-    value: str | None = None
+    """An environment variable of the worker container."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
     value_from: dict[str, Any] | None = Field(default=None, description="As in a container's env.")
 
 
 class Resources(_Model):
-    requests: dict[str, int | str] = Field(default_factory=dict)
-    limits: dict[str, int | str] = Field(default_factory=dict)
+    """Compute resources of the worker container, as in a container's resources."""
+
+    requests: dict[str, int | str] = Field(default_factory=dict, description="e.g. cpu: 500m, memory: 1Gi.")
+    limits: dict[str, int | str] = Field(default_factory=dict, description="e.g. memory: 2Gi.")
 
 
 class WorkerSpec(_Model):
     """The worker pods: the essentials, or a full podTemplate whose first container runs the worker."""
 
-    image: str | None = Field(default=None, min_length=1, max_length=1024)
-    image_pull_policy: str | None = Field(default=None, pattern=r"^(Always|IfNotPresent|Never)$")
+    image: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Worker image (with herder installed)."
+    )
+    image_pull_policy: str | None = Field(
+        default=None, pattern=r"^(Always|IfNotPresent|Never)$", description="Always, IfNotPresent or Never."
+    )
     app: str | None = Field(
         default=None, min_length=1, max_length=512, description="Task module (module or module:attr)."
     )
     concurrency: int = Field(default=10, ge=1, le=10_000, description="Tasks one worker runs at once.")
-    env: list[EnvVar] = Field(default_factory=list, max_length=256)
-    resources: Resources | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
-    service_account_name: str | None = Field(default=None, max_length=253)
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=256, description="Extra environment variables."
+    )
+    resources: Resources | None = Field(default=None, description="Requests and limits of the worker.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=64, description="Pod tolerations, as in a pod spec."
+    )
+    service_account_name: str | None = Field(
+        default=None, max_length=253, description="Service account of the worker pods."
+    )
     capabilities: list[Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]] = Field(
         default_factory=list,
         max_length=32,
         description="Capabilities the workers offer (jobs may require them).",
     )
-    metrics_port: int = Field(default=9100, ge=1024, le=65535)
-    pod_annotations: dict[str, str] = Field(default_factory=dict)
-    pod_labels: dict[str, str] = Field(default_factory=dict)
+    metrics_port: int = Field(
+        default=9100, ge=1024, le=65535, description="Port of /metrics and the /readyz readiness probe."
+    )
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
     pod_template: dict[str, Any] | None = Field(
         default=None,
         description="A full PodTemplateSpec; the operator fills the worker command, env and labels.",
@@ -131,6 +162,8 @@ class WorkerSpec(_Model):
 
 
 class ScaleUp(_Model):
+    """How fast to add workers."""
+
     stabilization_seconds: int = Field(
         default=0, ge=0, le=3600, description="Scale up to the lowest recommendation of this window."
     )
@@ -139,6 +172,8 @@ class ScaleUp(_Model):
 
 
 class ScaleDown(_Model):
+    """How cautiously to remove workers (removed workers drain first)."""
+
     stabilization_seconds: int = Field(
         default=60, ge=0, le=3600, description="Scale down to the highest recommendation of this window."
     )
@@ -174,14 +209,18 @@ class TaskQueueSpec(_Model):
     queue: str = Field(pattern=QUEUE_PATTERN, description="The Herder queue name.")
     redis: RedisSpec
     worker: WorkerSpec
-    min_replicas: int = Field(default=0, ge=0, le=1000, description="0 allows scale to zero.")
-    max_replicas: int = Field(default=10, ge=1, le=1000)
+    min_replicas: int = Field(
+        default=0, ge=0, le=1000, description="Fewest worker pods; 0 allows scale to zero."
+    )
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most worker pods.")
     target_utilization: int = Field(
         default=80, ge=1, le=100, description="Percent of worker capacity to aim for."
     )
     scale_up: ScaleUp = Field(default_factory=ScaleUp)
     scale_down: ScaleDown = Field(default_factory=ScaleDown)
-    poll_interval_seconds: int = Field(default=5, ge=1, le=300)
+    poll_interval_seconds: int = Field(
+        default=5, ge=1, le=300, description="Seconds between reads of the queue (one scaling step each)."
+    )
     drain_timeout_seconds: int = Field(
         default=600, ge=0, le=86_400, description="Time a removed worker gets to finish its tasks."
     )
@@ -218,33 +257,72 @@ class Phase(StrEnum):
 
 
 class Condition(_Model):
-    type: str
-    status: str = Field(pattern=r"^(True|False|Unknown)$")
-    reason: str = Field(max_length=1024)
-    message: str = Field(default="", max_length=32_768)
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    """A Kubernetes-style condition."""
+
+    type: str = Field(description="Ready, RedisReachable, Scaling or Degraded.")
+    status: str = Field(pattern=r"^(True|False|Unknown)$", description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="CamelCase cause, e.g. ScaleDownHeld.")
+    message: str = Field(default="", max_length=32_768, description="What happened, with numbers.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(default=None, description="Spec generation it describes.")
 
 
 class WorkerCounts(_Model):
-    ready: int = 0
-    draining: int = 0
+    """Workers of this TaskQueue in the queue's registry."""
+
+    ready: int = Field(default=0, description="Registered and serving.")
+    draining: int = Field(default=0, description="Finishing their jobs before removal.")
+
+
+class Recommendation(_Model):
+    at: int = Field(description="When (Unix time in milliseconds).")
+    replicas: int = Field(description="The policy's raw recommendation at that time.")
+
+
+class DrainRecord(_Model):
+    worker: str = Field(description="Worker id (the pod name).")
+    deadline: int = Field(description="Removed at this time even if still busy (Unix ms).")
+    reason: str = Field(default="", max_length=1024, description="The decision that chose it.")
+
+
+class PolicyMemory(_Model):
+    """What the scaling policy remembers between steps, kept here so that a restarted operator
+    decides exactly as an uninterrupted one would."""
+
+    since: int | None = Field(default=None, description="Start of this memory (Unix ms).")
+    recommendations: list[Recommendation] = Field(
+        default_factory=list, description="Recommendations still inside a stabilization window."
+    )
+    last_scale_up: int | None = Field(default=None, description="Last scale-up decision (Unix ms).")
+    last_scale_down: int | None = Field(default=None, description="Last scale-down decision (Unix ms).")
+    idle_since: int | None = Field(default=None, description="Start of the current idle streak (Unix ms).")
+    draining: list[DrainRecord] = Field(default_factory=list, description="Workers being drained.")
+    last_scale_at: int | None = Field(default=None, description="Last replica change (Unix ms).")
 
 
 class TaskQueueStatus(_Model):
-    observed_generation: int | None = None
-    phase: Phase | None = None
+    """What the operator last saw and did."""
+
+    observed_generation: int | None = Field(default=None, description="Spec generation last acted on.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Ready, Scaling, Paused, Degraded or Invalid (see conditions)."
+    )
     ready: int | None = Field(default=None, description="Jobs due now.")
-    scheduled: int | None = None
-    waiting: int | None = None
-    active: int | None = None
-    dead: int | None = None
+    scheduled: int | None = Field(default=None, description="Jobs due later.")
+    waiting: int | None = Field(default=None, description="Jobs waiting for dependencies.")
+    active: int | None = Field(default=None, description="Jobs running.")
+    dead: int | None = Field(default=None, description="Jobs in the dead-letter queue.")
     workers: WorkerCounts | None = None
     replicas: int | None = Field(default=None, description="Current replicas (including draining).")
-    desired_replicas: int | None = None
-    last_scale_time: str | None = None
-    last_scale_reason: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    desired_replicas: int | None = Field(default=None, description="Serving workers the policy wants.")
+    last_scale_time: str | None = Field(default=None, description="When replicas last changed.")
+    last_scale_reason: str | None = Field(default=None, description="The decision behind that change.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, RedisReachable, Scaling, Degraded."
+    )
+    memory: PolicyMemory | None = Field(
+        default=None, description="The scaling policy's memory, read back when the operator restarts."
+    )
 
 
 class TaskQueue(_Model):
