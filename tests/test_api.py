@@ -349,6 +349,20 @@ def test_host_and_origin_checks(settings: HerderSettings, r: redis.Redis) -> Non
         assert http.post("/v1/queues/api/jobs", json=job, headers=auth(token)).status_code == 201
 
 
+def test_corrupt_job_data_gets_a_clear_error(http: httpx.Client, r: redis.Redis) -> None:
+    token, _ = make_token(r, ["api"], "submit,read,operate")
+    http.post("/v1/queues/api/jobs", json={"task": "echo", "id": "c1", "delay": 3600}, headers=auth(token))
+    assert http.post("/v1/jobs/c1/cancel", headers=auth(token)).status_code == 200
+    r.hset("herder:{api}:job:c1", "payload", "{not json")  # someone (or something) broke it
+    resp = http.get("/v1/jobs/c1", headers=auth(token))
+    assert (
+        resp.status_code == 500 and "corrupt" in resp.json()["detail"] and "payload" in resp.json()["detail"]
+    )
+    with http.stream("GET", "/v1/jobs/c1/events", headers=auth(token)) as s:
+        events = list(sse(s))
+    assert [e["event"] for e in events] == ["snapshot", "error"] and "corrupt" in events[-1]["data"]["detail"]
+
+
 def test_probes_need_no_token_and_reveal_nothing(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").json() == {"status": "ok"}

@@ -28,7 +28,7 @@ from herder.api.events import JobEvent, job_events
 from herder.api.ratelimit import RateLimiter
 from herder.api.tokens import RedisTokenStore, TokenRecord, TokenStore, Verb, split_token, verify
 from herder.client import HerderClient, check_queue
-from herder.errors import Conflict, InvalidInput, NotFound
+from herder.errors import Conflict, CorruptData, InvalidInput, NotFound
 from herder.jobevents import parse_cursor
 from herder.keys import valid_id
 from herder.models import Job, QueueStatus
@@ -266,6 +266,10 @@ def create_app(
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(CorruptData)
+    async def _corrupt(_: Request, exc: CorruptData) -> JSONResponse:
+        return JSONResponse({"detail": f"stored data is corrupt: {exc}"}, status_code=500)
 
     @app.exception_handler(RedisError)
     async def _redis(_: Request, exc: RedisError) -> JSONResponse:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from herder.errors import CorruptData
 from herder.jobevents import MAX_BATCH, JobEventReader
 from herder.keys import QueueKeys
 from herder.models import Job
@@ -40,10 +41,15 @@ async def job_events(
         for e in events:
             if e.kind == "end":
                 raw = await redis.hgetall(keys.job(job_id))
-                if raw:
-                    yield frame("result", e.cursor, Job.from_hash(raw).model_dump(mode="json"))
-                else:
+                if not raw:
                     yield frame("gone", e.cursor, {"id": job_id})
+                    return
+                try:
+                    job = Job.from_hash(raw).model_dump(mode="json")
+                except CorruptData as exc:  # anything in Redis may be corrupt: say so, end cleanly
+                    yield frame("error", e.cursor, {"detail": f"stored data is corrupt: {exc}"})
+                    return
+                yield frame("result", e.cursor, job)
                 return
             yield frame(e.kind, e.cursor, e.data)
             if e.kind == "gone":
@@ -114,7 +120,26 @@ class GoneEvent(BaseModel):
     data: dict[str, Any]
 
 
+class ErrorData(BaseModel):
+    detail: str
+
+
+class ErrorEvent(BaseModel):
+    """The job's stored data could not be read (corrupt); the stream ends."""
+
+    event: Literal["error"]
+    id: str
+    data: ErrorData
+
+
 JobEvent = Annotated[
-    SnapshotEvent | StateEvent | AttemptEvent | ProgressEvent | LogEvent | ResultEvent | GoneEvent,
+    SnapshotEvent
+    | StateEvent
+    | AttemptEvent
+    | ProgressEvent
+    | LogEvent
+    | ResultEvent
+    | GoneEvent
+    | ErrorEvent,
     Field(discriminator="event"),
 ]
