@@ -6,7 +6,7 @@ import json
 
 from helpers import running_worker, wait_state
 from herder.client import HerderClient
-from herder.jobevents import JobEventReader, bounded_json, parse_cursor
+from herder.jobevents import JobEventReader, bounded_json, first_index, parse_cursor
 from herder.settings import HerderSettings
 
 
@@ -14,6 +14,13 @@ def test_parse_cursor_tolerates_garbage() -> None:
     assert parse_cursor(None) == 0 and parse_cursor("") == 0
     assert parse_cursor("12") == 12
     assert parse_cursor("-3") == 0 and parse_cursor("abc") == 0 and parse_cursor("9" * 40) == 0
+
+
+def test_first_index_trusts_only_a_sane_number() -> None:
+    assert first_index(None) == 0 and first_index('{"type":"x"}') == 0
+    assert first_index('{"_n": 7}') == 7
+    for bad in ('{"_n": -1}', '{"_n": true}', '{"_n": "7"}', '{"_n": 1e300}', '["_n"]', '{"_n"'):
+        assert first_index(bad) == 0, bad
 
 
 def test_bounded_json_caps_and_flags_corruption() -> None:
@@ -50,9 +57,8 @@ async def test_feed_follows_a_job_and_resumes_from_a_cursor(
 async def test_trimmed_log_reports_a_gap_instead_of_skipping_silently(client: HerderClient) -> None:
     keys = client.keys("default")
     job = await client.enqueue("default", "echo", {}, id="j2")
-    # 10 appended in all, the first 6 trimmed away (as the worker's LTRIM does): log_count says so
-    await client.redis.rpush(keys.log(job.id), *[json.dumps({"n": i}) for i in range(6, 10)])
-    await client.redis.set(keys.log_count(job.id), 10)
+    # 10 appended in all (numbered `_n`), the first 6 trimmed away as the worker's LTRIM does
+    await client.redis.rpush(keys.log(job.id), *[json.dumps({"n": i, "_n": i}) for i in range(6, 10)])
     events = await JobEventReader(client.redis, keys, job.id, cursor=3).poll()
     logs = [e for e in events if e.kind == "log"]
     assert logs[0].data == {"type": "herder", "subtype": "log_gap", "missed": 3}

@@ -104,7 +104,7 @@ class Role:
 
 _READ = ("smembers", "sscan", "exists", "hgetall", "hget", "hmget", "lrange", "zrange")
 # What the dashboard reads besides: browsing by state (counts, pages, SORT_RO of the waiting set),
-# the job-event feed (MULTI of HMGET/HSTRLEN/GET/LLEN/LRANGE), trends (TIME) and the read-only
+# the job-event feed (MULTI of HMGET/HSTRLEN/LINDEX/LLEN/LRANGE), trends (TIME) and the read-only
 # filter script (EVALSHA_RO of lua/match.lua: read access to the job hashes is enough).
 _DASHBOARD_READ = (
     *_READ,
@@ -114,7 +114,7 @@ _DASHBOARD_READ = (
     "sort_ro",
     "hstrlen",
     "llen",
-    "get",
+    "lindex",
     "time",
     "multi",
     "exec",

@@ -70,6 +70,19 @@ def bounded_json(raw: str | None, limit: int = MAX_EVENT_BYTES) -> Any:
         return {"_corrupt": True, "preview": raw[:512]}
 
 
+def first_index(head: str | None) -> int:
+    """Absolute position of the log's first element. The worker numbers every event it appends
+    (`_n`, counted across attempts) and trims the log from the left, so the head's `_n` says how
+    much was trimmed. An unnumbered head (an older writer) counts as position 0."""
+    if not head or '"_n"' not in head:
+        return 0
+    try:
+        n = json.loads(head).get("_n")
+    except (ValueError, AttributeError):
+        return 0
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**53 else 0
+
+
 @dataclass
 class _Seen:
     fields: dict[str, str | None] = field(default_factory=dict)
@@ -95,43 +108,32 @@ class JobEventReader:
             pipe.hmget(jk, list(SNAPSHOT_FIELDS))
             pipe.hget(jk, "progress")
             pipe.hstrlen(jk, "errors")
-            pipe.get(self.keys.log_count(self.job_id))
+            pipe.lindex(self.keys.log(self.job_id), 0)
             pipe.llen(self.keys.log(self.job_id))
-            fields, progress, errors_len, count, llen = await pipe.execute()
-        return fields, progress, int(errors_len), count, int(llen)
+            fields, progress, errors_len, head, llen = await pipe.execute()
+        return fields, progress, int(errors_len), head, int(llen)
 
     async def _read_log(self, first: int, start: int) -> list[str] | None:
-        """Log entries from list index `start`, read atomically with the trim position; None
-        when a trim moved the list since `first` was read (the next poll reads again)."""
+        """Log entries from list index `start`, read atomically with the list's head; None when
+        a trim moved the list since `first` was read (the next poll reads again)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.log_count(self.job_id))
-            pipe.llen(self.keys.log(self.job_id))
+            pipe.lindex(self.keys.log(self.job_id), 0)
             pipe.lrange(self.keys.log(self.job_id), start, start + MAX_BATCH - 1)
-            count, llen, raws = await pipe.execute()
-        if self._first_index(count, int(llen)) != first:
+            head, raws = await pipe.execute()
+        if first_index(head) != first:
             return None
         return list(raws)
-
-    def _first_index(self, count: str | None, llen: int) -> int:
-        """Absolute position of the list's first element. The worker trims the log from the
-        left; `log_count` (total ever appended) tells how much was trimmed. Without it (older
-        writers) the list is taken as untrimmed."""
-        try:
-            total = int(count) if count is not None else llen
-        except ValueError:
-            total = llen
-        return max(0, total - llen)
 
     async def poll(self) -> list[JobEvent]:
         if self.done:
             return []
-        fields, progress, errors_len, count, llen = await self._read()
+        fields, progress, errors_len, head, llen = await self._read()
         values = dict(zip(SNAPSHOT_FIELDS, fields, strict=True))
         out: list[JobEvent] = []
         if values["state"] is None:
             self.done = True
             return [JobEvent("gone", self.cursor, {"id": self.job_id})]
-        first = self._first_index(count, llen)
+        first = first_index(head)
         if self.cursor < first:
             # Events the client never saw were trimmed away: say so, then go on from what is kept.
             out.append(

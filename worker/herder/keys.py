@@ -56,11 +56,6 @@ class QueueKeys:
     def log(self, job_id: str) -> str:
         return f"{self.base}:log:{job_id}"
 
-    def log_count(self, job_id: str) -> str:
-        """How many events were ever appended to the job's log (the log is trimmed from the
-        left), so readers can hold absolute positions across trims."""
-        return f"{self.base}:logn:{job_id}"
-
     def worker(self, worker_id: str) -> str:
         return f"{self.base}:worker:{worker_id}"
 
