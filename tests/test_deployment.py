@@ -47,11 +47,22 @@ def test_restricted_pod_security() -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert pod["automountServiceAccountToken"] is False
-    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
     # Claude Code workspaces get their own writable emptyDir under a root-owned image directory.
     assert {"name": "claude-workspaces", "emptyDir": {}} in pod["volumes"]
     [c] = pod["containers"]
     assert {"name": "claude-workspaces", "mountPath": "/var/lib/herder/claude"} in c["volumeMounts"]
+
+
+def test_default_resources_unless_set() -> None:
+    c = container(build_deployment(spec(), OWNER, namespace="ns"))
+    assert c["resources"]["requests"]["memory"] == "512Mi" and c["resources"]["limits"]["memory"] == "2Gi"
+    mine = {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi"}}
+    c = container(build_deployment(spec(worker={"image": "i", "resources": mine}), OWNER, namespace="ns"))
+    assert c["resources"] == mine
+    template = {"spec": {"containers": [{"name": "w", "resources": {"requests": {"cpu": "1"}}}]}}
+    c = container(build_deployment(spec(worker={"podTemplate": template}), OWNER, namespace="ns"))
+    assert c["resources"] == {"requests": {"cpu": "1"}}
 
 
 def test_grace_follows_drain_timeout_and_worker_args() -> None:

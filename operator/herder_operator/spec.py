@@ -347,7 +347,10 @@ def spec_errors(exc: ValidationError) -> str:
     for e in exc.errors():
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"spec.{loc}: {msg}" if loc else msg)
+        # Errors of a whole document (TaskQueue) already start at "spec" or "metadata".
+        whole = bool(e["loc"]) and e["loc"][0] in ("spec", "metadata", "apiVersion", "kind", "status")
+        path = loc if whole else f"spec.{loc}"
+        parts.append(f"{path}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 

@@ -1,7 +1,8 @@
 """`herder up -f taskqueue.yaml`: the operator's reconciler with local worker processes.
 
 Without --redis-url it starts a private redis-server (the embedded default). spec.redis is not
-used here: it names the cluster's Redis, which a laptop usually cannot reach.
+used here: it names the cluster's Redis, which a laptop usually cannot reach; so it may be left
+out of the file, and when it is there `herder up` says that it is ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,7 +27,22 @@ from herder.localredis import LocalRedis
 from herder.settings import HerderSettings, redact_url
 from herder_operator.pools.local import LocalPool
 from herder_operator.reconciler import Reconciler, StepReport
-from herder_operator.spec import TaskQueue, load_taskqueue, spec_errors
+from herder_operator.spec import KIND, TaskQueue, spec_errors
+
+# Stands in for a missing spec.redis, which `herder up` does not use (see the module docstring).
+_UNUSED_REDIS = {"url": "redis://unused.invalid:6379/0"}
+
+
+def load_local(path: Path) -> tuple[TaskQueue, bool]:
+    """The first TaskQueue of a file, spec.redis optional. Returns it and whether spec.redis was set."""
+    for doc in yaml.safe_load_all(path.read_text()):
+        if isinstance(doc, dict) and doc.get("kind") == KIND:
+            spec = doc.get("spec")
+            has_redis = isinstance(spec, dict) and "redis" in spec
+            if isinstance(spec, dict) and not has_redis:
+                doc = {**doc, "spec": {**spec, "redis": _UNUSED_REDIS}}
+            return TaskQueue.model_validate(doc), has_redis
+    raise ValueError(f"{path}: no document of kind {KIND}")
 
 
 def render(tq: TaskQueue, report: StepReport, events: deque[str], redis_url: str) -> Group:
@@ -84,13 +101,19 @@ def run_up(path: str, redis_url: str | None) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     console = Console(stderr=False)
     try:
-        tq = load_taskqueue(Path(path))
+        tq, has_redis = load_local(Path(path))
     except ValidationError as exc:
         console.print(f"herder up: invalid TaskQueue in {path}: {spec_errors(exc)}", highlight=False)
         return 2
     except (OSError, ValueError) as exc:
         console.print(f"herder up: {exc}", highlight=False)
         return 2
+    if has_redis:
+        console.print(
+            "herder up: spec.redis is ignored (it names the cluster's Redis); "
+            + ("using --redis-url" if redis_url else "starting a private redis-server"),
+            highlight=False,
+        )
     local: LocalRedis | None = None
     if redis_url is None:
         try:

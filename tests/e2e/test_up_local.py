@@ -139,3 +139,21 @@ def test_up_rejects_an_invalid_taskqueue(tmp_path: Path, capsys: pytest.CaptureF
     path.write_text(yaml.safe_dump(tq_doc(minReplicas=5, maxReplicas=2)))
     assert run_up(str(path), "redis://127.0.0.1:1/0") == 2
     assert "minReplicas" in capsys.readouterr().out
+
+
+def test_up_needs_no_spec_redis_and_names_fields_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from herder_operator.up import load_local, run_up
+
+    doc = tq_doc()
+    doc["spec"].pop("redis", None)
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    tq, has_redis = load_local(path)  # refused before: "spec.spec.redis: Field required"
+    assert tq.spec.queue == doc["spec"]["queue"] and not has_redis
+    doc["spec"]["minReplicas"] = "many"
+    path.write_text(yaml.safe_dump(doc))
+    assert run_up(str(path), "redis://127.0.0.1:1/0") == 2
+    out = capsys.readouterr().out
+    assert "spec.minReplicas" in out and "spec.spec" not in out

@@ -24,6 +24,14 @@ WORKER_UID = 65532  # the image's user (Dockerfile), the distroless "nonroot" ui
 # The client defaults to JSON-Patch for every PATCH; our bodies are merge patches.
 MERGE_PATCH = "application/merge-patch+json"
 TLS_MOUNT = "/etc/herder/tls"
+# Defaults when neither spec.worker.resources nor the podTemplate's container sets any: a pod with
+# no requests is scheduled anywhere and evicted first; no limit lets one runaway task take a node.
+# No CPU limit (throttling hurts latency, requests already share CPU fairly).
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+    "limits": {"memory": "2Gi", "ephemeral-storage": "2Gi"},
+}
+TMP_SIZE_LIMIT = "1Gi"  # /tmp is writable (read-only root): bounded, so it cannot fill the node's disk
 
 
 def deployment_name(tq_name: str) -> str:
@@ -147,6 +155,8 @@ def _worker_container(spec: TaskQueueSpec, base: dict[str, Any], url_in_secret: 
     c["ports"] = [*ports, {"name": "metrics", "containerPort": w.metrics_port, "protocol": "TCP"}]
     if w.resources is not None:
         c["resources"] = w.resources.dump()
+    elif not c.get("resources"):
+        c["resources"] = copy.deepcopy(DEFAULT_RESOURCES)
     # /readyz fails while the worker drains, so a drained pod is not Ready: the ReplicaSet ranks
     # readiness above pod-deletion-cost (docs/scaling.md, "Which pod the ReplicaSet deletes").
     c.setdefault(
@@ -209,7 +219,7 @@ def build_deployment(
     for k, v in RESTRICTED_POD.items():
         psc.setdefault(k, copy.deepcopy(v))
     volumes = [v for v in pod.get("volumes", []) if v.get("name") not in OUR_VOLUMES]
-    volumes.append({"name": "tmp", "emptyDir": {}})
+    volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}})
     volumes.append({"name": "claude-workspaces", "emptyDir": {}})
     if spec.redis.tls is not None and spec.redis.tls.secret_name:
         volumes.append({"name": "redis-tls", "secret": {"secretName": spec.redis.tls.secret_name}})
