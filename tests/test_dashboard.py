@@ -248,6 +248,38 @@ def test_cli_refuses_open_non_loopback_bind(worker_env: dict[str, str]) -> None:
     assert r.returncode == 2 and "--allowed-host" in r.stderr
 
 
+def test_cli_on_loopback_makes_a_token_for_the_run(worker_env: dict[str, str], seeded: redis.Redis) -> None:
+    env = {k: v for k, v in worker_env.items() if not k.startswith("HERDER_DASHBOARD")}
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herder.cli", "dashboard", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # printed before the server starts
+        m = re.search(rf"http://127\.0\.0\.1:{port}/#token=([A-Za-z0-9_-]{{32,}})", line)
+        assert m, line
+        token = m.group(1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/queues")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.05)
+        assert r.status_code == 401  # reads are protected by the generated token
+        ok = httpx.get(f"http://127.0.0.1:{port}/api/queues", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and ok.json()["items"][0]["queue"] == "web"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 # ---- bounded, paginated, corrupt-tolerant reads -----------------------------------------------
 
 

@@ -178,6 +178,7 @@
           el("button", { id: "bulk-remove", text: "Remove", onclick: bulk("remove") }),
           el("span", { class: "muted", text: "all matching:" }),
           el("button", { id: "bulk-all-retry", text: "Retry all", onclick: bulkAll("retry") }),
+          el("button", { id: "bulk-all-cancel", text: "Cancel all", onclick: bulkAll("cancel") }),
           el("button", { id: "bulk-all-remove", text: "Remove all", onclick: bulkAll("remove") })),
         el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, el("th", {}, all), ...["job", "task", "state", "attempts", "worker", "enqueued", "finished", "reason"].map(h => el("th", { text: h })))), body),
         pager),
