@@ -292,3 +292,8 @@ def test_find_worker_settings() -> None:
     assert find_worker_settings(f"{__name__}:add") is None  # not a settings class
     assert find_worker_settings("no_such_module_xyz:WorkerSettings") is None
     assert find_worker_settings(None) is None
+
+
+def test_worker_name_and_capacity_pass_through(make_worker: Any) -> None:
+    w = make_worker([add], cron_jobs=[cron(add, name="tick", hour={1})], name="w-1", max_jobs=4)
+    assert (w.worker_id, w.capacity) == ("w-1", 4)

@@ -116,8 +116,8 @@ class Worker(HerderWorker):
                 raise TypeError("cron_jobs must be instances of CronJob (use herder.arq.cron)")
             self.arq_functions[cj.name] = cj
         tasks = TaskSet()
-        for name, fn in self.arq_functions.items():
-            tasks.add(Task(name=name, fn=self._runner(fn), max_attempts=OPEN_MAX_ATTEMPTS))
+        for fname, fn in self.arq_functions.items():
+            tasks.add(Task(name=fname, fn=self._runner(fn), max_attempts=OPEN_MAX_ATTEMPTS))
         settings = herder_settings or settings_for(redis_pool if redis_pool is not None else redis_settings)
         self.keep_result_s = float(to_seconds(keep_result) or 0)
         self.keep_result_forever = keep_result_forever
