@@ -211,6 +211,14 @@ async def test_success_returns_the_result_and_publishes_progress_and_log(
     assert (
         final["phase"] == "succeeded" and final["cost_usd"] == pytest.approx(0.0492) and final["turns"] == 4
     )
+    # Tokens come from the result's usage, not the ~1 output token of each assistant event.
+    assert final["output_tokens"] == result["usage"]["output_tokens"] == 320
+    assert final["terminal_reason"] == result["terminal_reason"] == "completed"
+    assert result["modelUsage"]
+    assert result["herder"] == {
+        "claude_version": "2.1.332 (Claude Code)",
+        "sandbox": "bwrap" if cc_settings.sandbox == "bwrap" else "uid-drop",
+    }
     # The event log holds every stream-json event, in order, ending with the result.
     types = [e["type"] for e in rec.events]
     assert types[0] == "system" and types[-1] == "result" and "user" in types
@@ -278,8 +286,11 @@ async def test_only_allow_listed_environment_reaches_the_child(cc_settings: Clau
         "DISABLE_AUTOUPDATER",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
         "PWD",  # bwrap --chdir sets it: the cwd, nothing new
+        "CLAUDE_CODE_MAX_RETRIES",
+        "CLAUDE_CODE_STARTUP_FAILURE_RESULTS",
     }
     assert env <= allowed, env - allowed
+    assert {"CLAUDE_CODE_MAX_RETRIES", "CLAUDE_CODE_STARTUP_FAILURE_RESULTS"} <= env
 
     result = await processor(cc_settings).run(Recorder().ctx(), payload("FAKE:read_env=HERDER_TEST_SECRET"))
     assert "read_env HERDER_TEST_SECRET: unset" in result["result"]
@@ -303,7 +314,9 @@ async def test_missing_api_key_is_a_permanent_auth_failure(
     cc_settings: ClaudeCodeSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    with pytest.raises(PermanentError, match=r"authentication_failed.*Not logged in"):
+    with pytest.raises(
+        PermanentError, match=r"authentication_failed.*Not logged in.*hint: set ANTHROPIC_API_KEY"
+    ):
         await processor(cc_settings).run(Recorder().ctx(), payload("hi"))
 
 
@@ -427,6 +440,23 @@ async def test_payload_timeout_kills_the_group_and_fails_permanently(cc_settings
         await processor(cc_settings).run(rec.ctx(), payload("FAKE:grandchild FAKE:sleep=120", timeout=3))
     assert len(rec.reported_pids()) == 3
     await all_gone(rec, cc_settings)
+    final = rec.progress[-1]  # the progress made before the deadline is kept
+    assert final["phase"] == "failed" and final["turns"] >= 1 and final["session_id"]
+
+
+async def test_a_timeout_names_the_last_api_error(cc_settings: ClaudeCodeSettings) -> None:
+    rec = Recorder()
+    with pytest.raises(PermanentError, match=r"timed out after 2 s.*last API error: unknown"):
+        await processor(cc_settings).run(rec.ctx(), payload("FAKE:retry_forever", timeout=2))
+    assert rec.progress[-1]["api_retries"] >= 1 and rec.progress[-1]["last_error"] == "unknown"
+
+
+def test_claude_code_backs_off_slower_than_the_default() -> None:
+    from herder.processors import register
+    from herder.tasks import TaskSet
+
+    task = register(TaskSet(), ClaudeCodeProcessor())
+    assert task.backoff.base_seconds == 30 and task.backoff.max_seconds == 900
 
 
 # ---- bad children do not disturb their neighbours ----------------------------------------------

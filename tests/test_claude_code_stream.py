@@ -145,6 +145,22 @@ def test_fold_counts_turns_tools_and_cost() -> None:
     assert progress["turns"] == 4 and progress["last_tool"] == "Edit" and progress["cost_usd"] == 0.0421
 
 
+def test_the_result_events_usage_replaces_the_stream_start_counts() -> None:
+    # Assistant events carry the usage at stream start (the real CLI: ~1 output token each).
+    start = tool_use("m1", "Bash")
+    start["message"]["usage"] = {"input_tokens": 3, "output_tokens": 1}
+    s = fold_all([INIT, start])
+    assert s.output_tokens == 1
+    usage = {"input_tokens": 5200, "output_tokens": 812}
+    model_usage = {"claude-opus-5-5": {"inputTokens": 5200, "outputTokens": 812, "costUSD": 0.0421}}
+    end = run_result(usage=usage, modelUsage=model_usage, terminal_reason="completed")
+    s = fold(s, end)
+    assert s.input_tokens == 5200 and s.output_tokens == 812
+    assert s.as_progress()["terminal_reason"] == "completed"
+    kept = extract_result(end)
+    assert kept is not None and kept["modelUsage"] == model_usage and kept["terminal_reason"] == "completed"
+
+
 def test_fold_collects_api_errors() -> None:
     s = fold_all([INIT, RETRY, NET_ASSISTANT, NET_RESULT])
     assert s.api_retries == 1
@@ -170,6 +186,7 @@ def test_extract_result_keeps_the_result_fields() -> None:
         "usage": {"input_tokens": 10},
         "session_id": "s1",
         "permission_denials": [{"tool_name": "Bash"}],
+        "modelUsage": {"x": 1},  # per-model tokens and cost: kept
     }
 
 

@@ -54,6 +54,9 @@ def register(
         return await processor.run(ctx, payload)
 
     run.__name__ = run.__qualname__ = f"{processor.name}_task"
+    # A processor may declare defaults for its Task (e.g. a slower backoff); callers override.
+    for key, value in getattr(processor, "task_defaults", {}).items():
+        task_options.setdefault(key, value)
     # A processor may declare `Result` (a pydantic model) to publish its result's schema.
     task_options.setdefault("result_model", getattr(processor, "Result", None))
     return taskset.add(

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from herder.backoff import Backoff
 from herder.errors import PermanentError, RetryableError
 from herder.logs import get_logger
 from herder.processors.claude_code.bwrap import Isolation, Probe, probe
@@ -28,11 +29,13 @@ from herder.processors.claude_code.sandbox import (
     new_marker,
     protect_worker_process,
     remove_workspace,
+    spawn,
     sweep_kept,
     writable_by_others,
 )
 from herder.processors.claude_code.settings import ClaudeCodeSettings
 from herder.processors.claude_code.sources import materialize
+from herder.processors.claude_code.stream import Summary
 from herder.tasks import JobContext
 
 log = get_logger(__name__)
@@ -65,6 +68,9 @@ class ClaudeCodeProcessor:
 
     name = "claude_code"
     Payload = ClaudeCodePayload
+    # Task defaults for `register`: API trouble clears in minutes, not seconds, and each retry
+    # of a run costs money; back off from 30 s up to 15 min.
+    task_defaults: dict[str, Any] = {"backoff": Backoff(base_seconds=30, factor=3, max_seconds=900)}
     Result = ClaudeCodeResult
 
     def __init__(self, settings: ClaudeCodeSettings | None = None) -> None:
@@ -72,6 +78,7 @@ class ClaudeCodeProcessor:
         self._protected = False
         self._checked_roots: set[Path] = set()
         self._probe: Probe | None = None
+        self._versions: dict[str, str] = {}
 
     @property
     def settings(self) -> ClaudeCodeSettings:
@@ -113,6 +120,8 @@ class ClaudeCodeProcessor:
                 assert found.bwrap is not None
                 isolation = Isolation(found.bwrap, ws.path, tuple(s.sandbox_ro_binds), s.sandbox_share_net)
             marker = new_marker(ctx.job_id, ctx.attempt)
+            version = await self.cli_version(binary, run_as)
+            live: list[Summary] = []
             env = build_env(s, payload.env, ws.home, ws.tmp, marker)
             try:
                 async with asyncio.timeout(payload.timeout) as deadline:
@@ -128,12 +137,17 @@ class ClaudeCodeProcessor:
                         settings=s,
                         isolation=isolation,
                         workspace=ws.path,
+                        live=live,
                     )
             except TimeoutError:
                 if not deadline.expired():
                     raise
                 reason = f"timed out after {payload.timeout:g} s (the payload's timeout)"
-                await _report(ctx, Verdict("permanent", reason), None, s)
+                so_far = live[-1] if live else None
+                if so_far is not None and so_far.errors:
+                    status = f", HTTP {so_far.last_error_status}" if so_far.last_error_status else ""
+                    reason += f"; last API error: {so_far.errors[-1]}{status}"
+                await _report(ctx, Verdict("permanent", reason), None, s, so_far)
                 raise PermanentError(reason + self._kept_note(ws)) from None
             if outcome.stats.disk_cap_exceeded:
                 reason = (
@@ -153,13 +167,38 @@ class ClaudeCodeProcessor:
             if verdict.kind == "ok":
                 succeeded = True
                 assert outcome.result is not None
-                return dict(outcome.result)
+                return {**outcome.result, "herder": {"claude_version": version, "sandbox": found.mode}}
+            if verdict.kind == "permanent" and "authentication_failed" in verdict.reason:
+                verdict = Verdict(verdict.kind, verdict.reason + NO_KEY_HINT)
             log.info("claude_code run failed", job=ctx.job_id, kind=verdict.kind, reason=verdict.reason)
             if verdict.kind == "permanent":
                 raise PermanentError(verdict.reason + self._kept_note(ws))
             raise RetryableError(f"{verdict.kind}: {verdict.reason}{self._kept_note(ws)}")
         finally:
             await self._cleanup(ws, succeeded)
+
+    async def cli_version(self, binary: str, run_as: RunAs) -> str:
+        """`claude --version`, once per binary (recorded in each result); "unknown" when it
+        cannot say. Run as the run's uid: the worker's own identity executes nothing it ships."""
+        if binary not in self._versions:
+            try:
+                child = await spawn(
+                    [binary, "--version"],
+                    cwd=Path("/"),
+                    env={
+                        "PATH": self.settings.child_path,
+                        "HOME": "/nonexistent",
+                        "DISABLE_AUTOUPDATER": "1",
+                    },
+                    run_as=run_as,
+                    limits=Limits.from_settings(self.settings),
+                )
+                out, _ = await asyncio.wait_for(child.proc.communicate(), timeout=30)
+                self._versions[binary] = out.decode("utf-8", "replace").strip()[:200] or "unknown"
+            except (OSError, TimeoutError) as exc:
+                log.warning("claude_code: `claude --version` failed", error=str(exc))
+                return "unknown"
+        return self._versions[binary]
 
     async def probe_sandbox(self, run_as: RunAs | None = None) -> Probe:
         """Which isolation runs get on this worker (probed once). Loud when it is not bwrap."""
@@ -221,11 +260,24 @@ class ClaudeCodeProcessor:
             log.warning("claude_code: workspace cleanup failed", path=str(ws.path), error=str(exc))
 
 
+NO_KEY_HINT = (
+    " (hint: set ANTHROPIC_API_KEY on the worker — runs get it through HERDER_CLAUDE_PASS_ENV — "
+    "or add the variable your CLI authenticates with to HERDER_CLAUDE_ENV_ALLOWLIST and the payload's env)"
+)
+
+
 async def _report(
-    ctx: JobContext, verdict: Verdict, outcome: RunOutcome | None, s: ClaudeCodeSettings
+    ctx: JobContext,
+    verdict: Verdict,
+    outcome: RunOutcome | None,
+    s: ClaudeCodeSettings,
+    so_far: Summary | None = None,
 ) -> None:
-    """The last progress update: the outcome, cost and turns, for `herder job ID` and the dashboard."""
+    """The last progress update: the outcome, cost and turns, for `herder job ID` and the dashboard.
+    A run cut off by its deadline keeps the progress it had made (`so_far`)."""
     data: dict[str, Any] = {"phase": "succeeded" if verdict.ok else "failed"}
+    if so_far is not None:
+        data.update(so_far.as_progress())
     if outcome is not None:
         data.update(outcome.summary.as_progress())
         data.update(

@@ -68,8 +68,11 @@ class RunOutcome:
 class _Run:
     """The state of one CLI run while it streams."""
 
-    def __init__(self, ctx: JobContext, settings: ClaudeCodeSettings) -> None:
+    def __init__(
+        self, ctx: JobContext, settings: ClaudeCodeSettings, live: list[Summary] | None = None
+    ) -> None:
         self.ctx = ctx
+        self._live = live
         self.s = settings
         self.summary = Summary()
         self.result: dict[str, Any] | None = None
@@ -98,6 +101,8 @@ class _Run:
                 self._log_event({"type": "herder", "subtype": "non_json_line", "text": text}, len(text) + 64)
             return
         self.summary = fold(self.summary, event)
+        if self._live is not None:
+            self._live[:] = [self.summary]
         self._dirty = True
         result = extract_result(event)
         if result is not None:
@@ -271,15 +276,17 @@ async def run_cli(
     settings: ClaudeCodeSettings,
     isolation: Isolation | None = None,
     workspace: Path | None = None,
+    live: list[Summary] | None = None,
 ) -> RunOutcome:
     """Run the CLI to completion and report what it printed and how it exited.
 
     On cancellation (the worker's timeout, a cancel, the drain deadline) the whole process group
     is terminated — SIGTERM, then SIGKILL after the grace period — before CancelledError goes on.
     With `isolation` the CLI runs in its own bwrap sandbox, and "the whole group" is its PID
-    namespace.
+    namespace. `live`, when given, holds the latest summary while the run streams: a caller
+    whose deadline cancels the run still knows how far it got.
     """
-    run = _Run(ctx, settings)
+    run = _Run(ctx, settings, live)
     command = argv
     if isolation is not None:
         command = wrap(

@@ -62,6 +62,11 @@ class ClaudeCodeSettings(BaseSettings):
     fixed_env: dict[str, str] = {
         "DISABLE_AUTOUPDATER": "1",  # the install dir is not the task's to modify
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # The CLI's own default (10 retries, each request tried again) kept a slot busy for
+        # 10-12 minutes with no network; Herder retries the job with its own backoff instead.
+        "CLAUDE_CODE_MAX_RETRIES": "2",
+        # Start-up failures (no key, bad settings) as typed `result` events, not bare stderr.
+        "CLAUDE_CODE_STARTUP_FAILURE_RESULTS": "1",
     }
     child_path: str = "/usr/local/bin:/usr/bin:/bin"
 

@@ -29,7 +29,15 @@ RESULT_FIELDS = (
     "session_id",
 )
 # Also kept when present: they explain a failure or a partial success.
-RESULT_EXTRA_FIELDS = ("duration_api_ms", "permission_denials", "errors", "api_error", "api_error_status")
+RESULT_EXTRA_FIELDS = (
+    "duration_api_ms",
+    "modelUsage",
+    "terminal_reason",
+    "permission_denials",
+    "errors",
+    "api_error",
+    "api_error_status",
+)
 _MAX_ERRORS_KEPT = 8
 
 
@@ -123,6 +131,7 @@ class Summary:
     # API error kinds seen, oldest first (assistant `error`/`api_error`, api_retry `error`).
     errors: tuple[str, ...] = ()
     last_error_status: int | None = None
+    terminal_reason: str | None = None
     last_message_id: str | None = field(default=None, repr=False)
 
     def as_progress(self) -> dict[str, Any]:
@@ -137,6 +146,8 @@ class Summary:
             "cost_usd": self.cost_usd,
             "api_retries": self.api_retries,
             "last_error": self.errors[-1] if self.errors else None,
+            "last_error_status": self.last_error_status,
+            "terminal_reason": self.terminal_reason,
             "events": self.events,
         }
 
@@ -200,8 +211,15 @@ def fold(s: Summary, event: dict[str, Any]) -> Summary:
     if etype == "result":
         cost = event.get("total_cost_usd")
         status = event.get("api_error_status")
+        # Assistant events carry the usage at stream start (about 1 output token); the result's
+        # `usage` is the run's real total.
+        raw_usage = event.get("usage")
+        usage = raw_usage if isinstance(raw_usage, dict) else {}
         return replace(
             s,
+            input_tokens=_int(usage.get("input_tokens")) or s.input_tokens,
+            output_tokens=_int(usage.get("output_tokens")) or s.output_tokens,
+            terminal_reason=_str(event.get("terminal_reason")) or s.terminal_reason,
             session_id=_str(event.get("session_id")) or s.session_id,
             turns=_int(event.get("num_turns")) or s.turns,
             cost_usd=float(cost)
