@@ -35,6 +35,7 @@ FOREIGN_KINDS = {
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("kopf.dev/v1", "ClusterKopfPeering"),
+    ("kopf.dev/v1", "KopfPeering"),
 }
 ALL_ON = [
     "metrics.serviceMonitor.enabled=true",
@@ -60,6 +61,8 @@ DEFAULT_KINDS = {
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
+    "Role",  # secrets get in the release namespace
+    "RoleBinding",
     "Deployment",
     "Service",
     "ConfigMap",
@@ -317,12 +320,13 @@ EXPECTED_RULES = {
     ("", "events"): {"create", "patch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "secrets"): {"get"},
 }
 
 
-def rules_of(docs: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
-    role = one(docs, "ClusterRole")
+def rules_of(
+    docs: list[dict[str, Any]], role: dict[str, Any] | None = None
+) -> dict[tuple[str, str], set[str]]:
+    role = role or one(docs, "ClusterRole")
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         assert set(rule) <= {"apiGroups", "resources", "verbs"}, "no resourceNames/nonResourceURLs expected"
@@ -344,14 +348,47 @@ def test_rbac_least_privilege(default_docs: list[dict[str, Any]]) -> None:
     }
     sa = one(default_docs, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}]
-    # Nothing namespaced grants more (no Role/RoleBinding at all).
-    assert not [d for d in default_docs if d["kind"] in ("Role", "RoleBinding")]
+    # Secrets: `get` by a Role in the release namespace only, never cluster-wide.
+    (role,) = [d for d in default_docs if d["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rules_of(default_docs, role) == {("", "secrets"): {"get"}}
+    (rb,) = [d for d in default_docs if d["kind"] == "RoleBinding"]
+    assert rb["metadata"]["namespace"] == NAMESPACE and rb["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_rbac_without_secrets(helm: list[str]) -> None:
-    rules = rules_of(render(helm, "rbac.readSecrets=false"))
-    assert ("", "secrets") not in rules
-    assert rules == {k: v for k, v in EXPECTED_RULES.items() if k != ("", "secrets")}
+    docs = render(helm, "rbac.readSecrets=false")
+    assert rules_of(docs) == EXPECTED_RULES
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_rbac_secret_namespaces(helm: list[str]) -> None:
+    docs = render(helm, "rbac.secretNamespaces={team-a,team-b}")
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    assert all(rules_of(docs, r) == {("", "secrets"): {"get"}} for r in roles)
+
+
+def test_watching_given_namespaces_is_namespaced(helm: list[str]) -> None:
+    docs = render(helm, "operator.watchNamespaces={team-a,team-b}")
+    # Cluster-wide: only reading CRDs.
+    assert rules_of(docs) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+    roles = [d for d in docs if d["kind"] == "Role"]
+    by_ns: dict[str, dict[tuple[str, str], set[str]]] = {}
+    for r in roles:
+        for k, v in rules_of(docs, r).items():
+            by_ns.setdefault(r["metadata"]["namespace"], {}).setdefault(k, set()).update(v)
+    expected = {k: v for k, v in EXPECTED_RULES.items() if k[0] not in ("apiextensions.k8s.io", "kopf.dev")}
+    expected |= {("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}, ("", "secrets"): {"get"}}
+    assert by_ns == {"team-a": expected, "team-b": expected}
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert len(bindings) == len(roles)
+    _, c = operator_container(docs)
+    assert "--namespace=team-a" in c["args"] and "--namespace=team-b" in c["args"]
+    assert "--all-namespaces" not in c["args"]
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert {p["metadata"]["namespace"] for p in peerings} == {"team-a", "team-b"}
+    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
 
 
 def test_rbac_and_serviceaccount_can_be_left_out(helm: list[str]) -> None:

@@ -61,8 +61,13 @@ class SecretReader:
                     self.core.read_namespaced_secret, name, self.namespace
                 )
             except ApiException as exc:
-                if exc.status in (403, 404):
+                if exc.status == 404:
                     raise Refused(f"Secret {name} ({why}) not found") from None
+                if exc.status == 403:
+                    raise Refused(
+                        f"the operator may not read Secret {name} ({why}) in {self.namespace}: add the "
+                        "namespace to the chart's rbac.secretNamespaces"
+                    ) from None
                 raise
         secret = self._cache[name]
         if not labelled_for_herder(getattr(secret.metadata, "labels", None)):

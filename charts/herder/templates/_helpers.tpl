@@ -83,3 +83,27 @@ app.kubernetes.io/component: operator
       protocol: TCP
 {{- end }}
 {{- end }}
+
+{{/* RBAC rules the operator needs in each namespace it watches (ClusterRole or Role). */}}
+{{- define "herder.rbac.namespacedRules" -}}
+# Herder: watch TaskQueues; kopf patches them (finalizers, its progress annotations).
+- apiGroups: ["herder.dev"]
+  resources: ["taskqueues"]
+  verbs: ["get", "list", "watch", "patch"]
+# Herder: status (phase, counts, conditions) is written through the status subresource.
+- apiGroups: ["herder.dev"]
+  resources: ["taskqueues/status"]
+  verbs: ["get", "patch", "update"]
+# Herder: one worker Deployment per TaskQueue, created, scaled and removed by the operator.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Herder: find idle worker pods and set controller.kubernetes.io/pod-deletion-cost on them.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+# kopf and Herder: Kubernetes Events on TaskQueues.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
