@@ -115,6 +115,7 @@ class ArqRedis(Redis):
         *,
         herder_settings: HerderSettings | None = None,
         native_tasks: TaskSet | None = None,
+        herder_client: HerderClient | None = None,
         **kwargs: Any,
     ) -> None:
         if pool_or_conn is not None:
@@ -124,7 +125,8 @@ class ArqRedis(Redis):
         self.job_deserializer = job_deserializer
         self.default_queue_name = default_queue_name
         self.expires_extra_ms = expires_extra_ms
-        self._herder: HerderClient | None = None
+        self._herder: HerderClient | None = herder_client
+        self._owns_herder = herder_client is None
         self.herder_settings = herder_settings
         # Inside a native Herder worker: its tasks take their payload as keyword arguments.
         self.native_tasks = native_tasks
@@ -225,9 +227,9 @@ class ArqRedis(Redis):
         return sorted(out, key=lambda r: r.enqueue_time)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        if self._herder is not None:
+        if self._herder is not None and self._owns_herder:
             await self._herder.close()
-            self._herder = None
+        self._herder = None
         await super().aclose(close_connection_pool)
 
     async def close(self, close_connection_pool: bool | None = None) -> None:

@@ -402,6 +402,9 @@ class Worker(HerderWorker):
         with contextlib.suppress(Exception):
             await self._record_health()  # the final counts, as arq records them each loop
 
+    def _arq_client(self) -> Any:
+        return self._pool  # the ArqRedis built in __init__ (or the one passed in)
+
     async def run_check(self, retry_jobs: bool | None = None, max_burst_jobs: int | None = None) -> int:
         """Run in burst mode, then raise FailedJobs if any job failed (with their results)."""
         if retry_jobs is not None:
