@@ -1,22 +1,19 @@
 """The client: enqueue (validated), inspect and operate queues. All writes go through Lua
-scripts, so each is one atomic step and one round trip."""
+scripts, so each is one atomic step and one round trip. The request model is in request.py,
+wire encoding in wire.py, reply decoding in replies.py."""
 
 from __future__ import annotations
 
 import json
-import math
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
-from herder.backoff import Backoff
+from herder import replies
 from herder.connection import redis_client
-from herder.errors import Conflict, CorruptData, InvalidInput, NotFound
+from herder.errors import CorruptData, InvalidInput, NotFound
 from herder.keys import (
     RESERVED_ID_PREFIX,
     QueueKeys,
@@ -24,17 +21,19 @@ from herder.keys import (
     reserved_id,
     split_queue_names,
     valid_id,
-    valid_queue,
 )
 from herder.logs import get_logger
-from herder.models import MAX_PRIORITY, MIN_PRIORITY, EnqueueResult, Job, JobState, QueueStatus, WorkerInfo
+from herder.models import EnqueueResult, Job, JobState, QueueStatus
+from herder.request import MAX_BATCH, JobRequest, check_queue, error_text
 from herder.scripts import Scripts
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
+from herder.wire import encode_job
+
+__all__ = ["MAX_BATCH", "HerderClient", "JobRequest", "check_queue"]
 
 log = get_logger("herder.client")
 
-MAX_BATCH = 10_000
 QUEUE_PAGE = 1000  # SSCAN COUNT when reading the queue index
 _REPORTED_BAD_QUEUES: set[str] = set()
 # What job listings read: never the payload, result or progress (each may be up to its cap).
@@ -57,108 +56,6 @@ SUMMARY_FIELDS = (
     "dead_reason",
     "replays",
 )
-MAX_LABELS = 32
-MAX_LABEL_KEY_CHARS = 63  # as Kubernetes label names
-MAX_LABEL_VALUE_CHARS = 256
-# `at` within a year back (a run-at in the past just runs now) and ten years ahead.
-MIN_AT_SECONDS = 946_684_800  # 2000-01-01: catches seconds-vs-milliseconds mistakes too
-MAX_AT_AHEAD_SECONDS = 10 * 365 * 86_400
-
-
-def check_queue(queue: str) -> str:
-    if not valid_queue(queue):
-        raise InvalidInput(f"invalid queue name {queue!r}: use letters, digits, '.', '_', '-' (max 128)")
-    return queue
-
-
-class JobRequest(BaseModel):
-    """What a caller may ask for when enqueueing; validated before anything touches Redis."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    task: str
-    payload: Any = None
-    id: str | None = None
-    priority: int = Field(default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
-    delay: float | None = Field(default=None, ge=0, le=365 * 86_400)
-    at: datetime | float | None = None
-    after: list[str] = Field(default_factory=list, max_length=1000)
-    run_regardless: bool = False
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
-    backoff: Backoff | None = None
-    timeout: float | None = Field(default=None, gt=0, le=7 * 86_400)
-    capabilities: list[str] = Field(default_factory=list, max_length=32)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
-
-    @field_validator("id")
-    @classmethod
-    def _id_ok(cls, v: str | None) -> str | None:
-        if v is not None and not valid_id(v):
-            raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
-        return v
-
-    @field_validator("after")
-    @classmethod
-    def _parents_ok(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if not valid_id(p):
-                raise ValueError(f"invalid parent job id {p!r}")
-        return list(dict.fromkeys(v))
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_ok(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, value in v.items():
-            if not key or len(key) > MAX_LABEL_KEY_CHARS:
-                raise ValueError(f"label name {key[:80]!r} must be 1-{MAX_LABEL_KEY_CHARS} characters")
-            if len(value) > MAX_LABEL_VALUE_CHARS:
-                raise ValueError(f"label {key!r} is {len(value)} characters; limit {MAX_LABEL_VALUE_CHARS}")
-        return v
-
-    @field_validator("at")
-    @classmethod
-    def _at_ok(cls, v: datetime | float | None) -> datetime | float | None:
-        if isinstance(v, float | int) and not isinstance(v, bool):
-            if not math.isfinite(v) or not MIN_AT_SECONDS <= v <= time.time() + MAX_AT_AHEAD_SECONDS:
-                raise ValueError("'at' must be epoch seconds between 2000 and ten years from now")
-        elif isinstance(v, datetime) and v.tzinfo is not None:
-            ts = v.timestamp()
-            if not MIN_AT_SECONDS <= ts <= time.time() + MAX_AT_AHEAD_SECONDS:
-                raise ValueError("'at' must be between 2000 and ten years from now")
-        return v
-
-    @field_validator("capabilities")
-    @classmethod
-    def _caps_ok(cls, v: list[str]) -> list[str]:
-        for c in v:
-            if not c or len(c) > 64 or not c.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                raise ValueError(f"invalid capability {c!r}")
-        return sorted(set(v))
-
-    @model_validator(mode="after")
-    def _one_time(self) -> JobRequest:
-        if self.delay is not None and self.at is not None:
-            raise ValueError("give either delay or at, not both")
-        if self.id is not None and self.id in self.after:
-            raise ValueError("a job cannot depend on itself")
-        return self
-
-    def at_ms(self) -> int | None:
-        if self.at is None:
-            return None
-        if isinstance(self.at, datetime):
-            if self.at.tzinfo is None:
-                raise ValueError("'at' needs a timezone (e.g. 2026-01-01T00:00:00Z)")
-            return int(self.at.timestamp() * 1000)
-        return int(self.at * 1000)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, str) and v.lstrip("-").isdigit() and len(v) < 20
-
-
-def _error_text(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors())
 
 
 class HerderClient:
@@ -172,11 +69,19 @@ class HerderClient:
         redis: Any = None,
     ) -> None:
         self.settings = settings or HerderSettings()
-        self.tasks = tasks if tasks is not None else load_taskset(None)
+        # Loaded on first use: a client that only inspects or operates (the operator, the
+        # dashboard) never imports the built-in processors.
+        self._tasks = tasks
         # Typed as Any: redis-py's annotations mix sync and async return types.
         self.redis: Any = redis if redis is not None else redis_client(self.settings)
         self.scripts = Scripts.register(self.redis)
         self._known_queues: set[str] = set()
+
+    @property
+    def tasks(self) -> TaskSet:
+        if self._tasks is None:
+            self._tasks = load_taskset(None)
+        return self._tasks
 
     async def __aenter__(self) -> HerderClient:
         return self
@@ -193,38 +98,14 @@ class HerderClient:
     # ---- enqueue -------------------------------------------------------------------------
 
     def _spec(self, queue: str, req: JobRequest) -> dict[str, Any]:
-        task = self.tasks.get(req.task)
-        payload = task.validate_payload(req.payload)
-        caps = sorted(set(task.capabilities) | set(req.capabilities))
-        try:
-            at_ms = req.at_ms()
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
-        timeout = req.timeout if req.timeout is not None else task.timeout
-        return {
-            "id": req.id or uuid.uuid4().hex,
-            "queue": queue,
-            "task": req.task,
-            "payload": json.dumps(payload, separators=(",", ":")),
-            "priority": req.priority,
-            "max_attempts": req.max_attempts or task.max_attempts,
-            "backoff": (req.backoff or task.backoff).model_dump_json(),
-            "timeout": "" if timeout is None else repr(float(timeout)),
-            "parents": req.after,
-            "parents_json": json.dumps(req.after),
-            "run_regardless": "1" if req.run_regardless else "0",
-            "caps": json.dumps(caps) if caps else "",
-            "labels": json.dumps(req.labels),
-            "delay_ms": int((req.delay or 0) * 1000),
-            "at_ms": "" if at_ms is None else str(at_ms),
-        }
+        return encode_job(queue, req, self.tasks.get(req.task))
 
     async def enqueue(self, queue: str, task: str, payload: Any = None, **options: Any) -> EnqueueResult:
         """Validate and enqueue one job; one Redis round trip. Options: see JobRequest."""
         try:
             req = JobRequest(task=task, payload=payload, **options)
         except ValidationError as exc:
-            raise InvalidInput(_error_text(exc)) from None
+            raise InvalidInput(error_text(exc)) from None
         return (await self.enqueue_many(queue, [req]))[0]
 
     async def enqueue_many(
@@ -259,12 +140,12 @@ class HerderClient:
         try:
             rows = await self.scripts.enqueue(keys=[keys.job(ids[0])], args=args)
         except ResponseError as exc:
-            msg = str(exc)
-            if "INVALID " in msg:
-                raise InvalidInput(msg.split("INVALID ", 1)[1]) from None
+            invalid = replies.invalid_from_error(str(exc))
+            if invalid is not None:
+                raise invalid from None
             raise
         self._known_queues.add(queue)
-        return [EnqueueResult(id=r[0], state=JobState(r[1]), created=bool(int(r[2]))) for r in rows]
+        return replies.enqueue_rows(rows)
 
     async def _precheck_new_queue(self, keys: QueueKeys, specs: list[dict[str, Any]]) -> None:
         """One read round trip before the first write to a queue: it fails with NOPERM where
@@ -345,43 +226,8 @@ class HerderClient:
     async def status(self, queue: str) -> QueueStatus:
         keys = self.keys(queue)
         lease_ms = int(self.settings.lease_seconds * 1000)
-        now, ready, sched, waiting, active, dead, paused, workers, stats = await self.scripts.status(
-            keys=[keys.ready], args=[keys.base, lease_ms]
-        )
-        infos = []
-        for flat in workers:
-            h = dict(zip(flat[::2], flat[1::2], strict=True))
-            infos.append(
-                WorkerInfo(
-                    id=h.get("id", ""),
-                    queue=h.get("queue", queue),
-                    host=h.get("host", ""),
-                    pod=h.get("pod", ""),
-                    pid=int(h.get("pid") or 0),
-                    capacity=int(h.get("capacity") or 0),
-                    in_flight=int(h.get("in_flight") or 0),
-                    jobs=json.loads(h.get("jobs") or "[]"),
-                    capabilities=json.loads(h.get("capabilities") or "[]"),
-                    draining=h.get("draining") == "1",
-                    drained=h.get("drained") == "1",
-                    started_at=float(h["started_at"]) if h.get("started_at") else None,
-                    last_seen=int(h["last_seen"]) / 1000 if h.get("last_seen") else None,
-                    version=h.get("version", ""),
-                )
-            )
-        return QueueStatus(
-            queue=queue,
-            ready=int(ready),
-            scheduled=int(sched),
-            waiting=int(waiting),
-            active=int(active),
-            dead=int(dead),
-            paused=bool(int(paused)),
-            workers=sorted(infos, key=lambda w: w.id),
-            # A non-integer field (the stats hash is producer-writable) is skipped, not fatal.
-            counters={k: int(v) for k, v in zip(stats[::2], stats[1::2], strict=True) if _is_int(v)},
-            now=int(now) / 1000,
-        )
+        reply = await self.scripts.status(keys=[keys.ready], args=[keys.base, lease_ms])
+        return replies.queue_status(queue, reply)
 
     # ---- operate -------------------------------------------------------------------------
 
@@ -397,20 +243,13 @@ class HerderClient:
         queue = queue or await self.find_queue(job_id)
         keys = self.keys(queue)
         r = await self.scripts.cancel(keys=[keys.job(job_id)], args=[keys.base, job_id])
-        if r == "notfound":
-            raise NotFound(f"no job with id {job_id!r}")
-        if r.startswith("final:"):
-            raise Conflict(f"job {job_id} is already {r[6:]}")
-        return str(r)
+        return replies.cancel_state(job_id, r)
 
     async def remove(self, job_id: str, queue: str | None = None) -> None:
         queue = queue or await self.find_queue(job_id)
         keys = self.keys(queue)
         r = await self.scripts.remove(keys=[keys.job(job_id)], args=[keys.base, job_id])
-        if r == "notfound":
-            raise NotFound(f"no job with id {job_id!r}")
-        if r == "active":
-            raise Conflict(f"job {job_id} is running; cancel it instead")
+        replies.check_removed(job_id, r)
 
     async def replay(self, queue: str, job_ids: Iterable[str]) -> dict[str, str]:
         """Move dead (or cancelled) jobs back to ready. Returns id -> new state or reason."""
@@ -439,16 +278,7 @@ class HerderClient:
 
     async def retry(self, job_id: str, queue: str | None = None) -> str:
         queue = queue or await self.find_queue(job_id)
-        r = (await self.replay(queue, [job_id]))[job_id]
-        if r == "notfound":
-            raise NotFound(f"no job with id {job_id!r}")
-        if r.startswith("unknown task"):
-            raise InvalidInput(f"cannot retry {job_id}: {r} (not registered in this app)")
-        if r.startswith("state:"):
-            raise Conflict(f"job {job_id} is {r[6:]}; only dead or cancelled jobs can be retried")
-        if r.startswith("blocked:"):
-            raise Conflict(f"job {job_id} depends on dead job {r[8:]}: retry that one first")
-        return r
+        return replies.retry_state(job_id, (await self.replay(queue, [job_id]))[job_id])
 
     async def dlq_ids(self, queue: str, limit: int | None = None) -> list[str]:
         end = -1 if limit is None else limit - 1

@@ -35,10 +35,11 @@ from redis.asyncio import Redis
 from herder.arq.codec import decode_call, herder_queue
 from herder.arq.connections import OPEN_MAX_ATTEMPTS, ArqRedis, RedisSettings, settings_for
 from herder.arq.jobs import job_def
-from herder.errors import PermanentError, RetryableError
+from herder.errors import InvalidInput, PermanentError, RetryableError
 from herder.settings import HerderSettings
 from herder.tasks import JobContext, Task, TaskSet
-from herder.worker import HerderWorker, _tb
+from herder.worker import HerderWorker
+from herder.worker.outcome import Outcome
 
 __all__ = [
     "FailedJobs",
@@ -268,22 +269,18 @@ class Worker(HerderWorker):
         self._failures[jctx.job_id] = exc
         return PermanentError(str(exc))
 
-    def _error(self, ctx: JobContext, kind: str, etype: str, message: str, tb: str, started: float) -> str:
-        orig = self._failures.pop(ctx.job_id, None)
+    def _failure_cause(self, job_id: str, exc: Exception) -> BaseException | None:
+        orig = self._failures.pop(job_id, None)
         if orig is not None:  # record the function's own exception, not our PermanentError
-            etype, message, tb = type(orig).__name__, str(orig), _tb(orig)
-            if isinstance(orig, TimeoutError):
-                kind = "timeout"
-        elif etype == "InvalidInput" and message.startswith("unknown task '"):
-            name = message.split("'")[1]
-            logger.warning("job %s, function %r not found", ctx.job_id, name)
-            etype, message = "JobExecutionFailed", f"function {name!r} not found"
-        return super()._error(ctx, kind, etype, message, tb, started)
+            return orig
+        if isinstance(exc, InvalidInput) and str(exc).startswith("unknown task '"):
+            name = str(exc).split("'")[1]
+            logger.warning("job %s, function %r not found", job_id, name)
+            return JobExecutionFailed(f"function {name!r} not found")
+        return None
 
-    async def _finish(
-        self, job_id: str, token: str, outcome: str, data: str, delay_ms: int, reason: str
-    ) -> str:
-        final = await super()._finish(job_id, token, outcome, data, delay_ms, reason)
+    async def _finish(self, job_id: str, token: str, o: Outcome) -> str:
+        final = await super()._finish(job_id, token, o)
         ctx, fn = self._arq_jobs.pop(job_id, ({}, None))
         if final == "succeeded" and fn is not None:
             await self._keep(job_id, fn)

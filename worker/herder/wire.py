@@ -1,0 +1,41 @@
+"""Wire encoding: a validated request becomes the job spec the enqueue script stores (strings
+and numbers only, as Lua sees them)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from herder.errors import InvalidInput
+from herder.request import JobRequest
+from herder.tasks import Task
+
+
+def encode_job(queue: str, req: JobRequest, task: Task) -> dict[str, Any]:
+    """The spec of one job for enqueue.lua: the task's defaults filled in, the payload checked
+    against the task's model."""
+    payload = task.validate_payload(req.payload)
+    caps = sorted(set(task.capabilities) | set(req.capabilities))
+    try:
+        at_ms = req.at_ms()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    timeout = req.timeout if req.timeout is not None else task.timeout
+    return {
+        "id": req.id or uuid.uuid4().hex,
+        "queue": queue,
+        "task": req.task,
+        "payload": json.dumps(payload, separators=(",", ":")),
+        "priority": req.priority,
+        "max_attempts": req.max_attempts or task.max_attempts,
+        "backoff": (req.backoff or task.backoff).model_dump_json(),
+        "timeout": "" if timeout is None else repr(float(timeout)),
+        "parents": req.after,
+        "parents_json": json.dumps(req.after),
+        "run_regardless": "1" if req.run_regardless else "0",
+        "caps": json.dumps(caps) if caps else "",
+        "labels": json.dumps(req.labels),
+        "delay_ms": int((req.delay or 0) * 1000),
+        "at_ms": "" if at_ms is None else str(at_ms),
+    }

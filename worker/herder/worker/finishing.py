@@ -1,0 +1,65 @@
+"""Finished attempts are written back in batches: every outcome that arrives while one write is
+queued joins it, so a busy worker stores many outcomes in one finish-script call. Each outcome is
+fenced by its lease token in the script, so a write retried after an outage cannot clobber a job
+that another worker now owns."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.exceptions import ResponseError
+
+from herder import metrics
+from herder.keys import QueueKeys
+from herder.logs import get_logger
+from herder.scripts import Scripts
+from herder.worker.health import OUTAGE_ERRORS
+from herder.worker.outcome import Outcome
+
+log = get_logger("herder.worker")
+
+
+class FinishBatcher:
+    def __init__(self, scripts: Scripts, keyspace: QueueKeys, worker_id: str, keep_result_ms: int) -> None:
+        self.scripts = scripts
+        self.keyspace = keyspace
+        self.worker_id = worker_id
+        self.keep_result_ms = keep_result_ms
+        self._buf: list[tuple[list[str], asyncio.Future[str]]] = []
+
+    async def finish(self, job_id: str, token: str, o: Outcome) -> str:
+        """Queue this attempt's outcome for the next batched write; wait until it is stored.
+        Returns the job's resulting state (or "stale" when the lease had moved on)."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._buf.append(([job_id, token, o.outcome, o.data, str(o.delay_ms), o.reason], fut))
+        if len(self._buf) == 1:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.flush()))
+        return await asyncio.shield(fut)
+
+    async def flush(self) -> None:
+        batch, self._buf = self._buf, []
+        if not batch:
+            return
+        queue = self.keyspace.queue
+        args = [self.keyspace.base, self.worker_id, str(self.keep_result_ms)]
+        for row, _ in batch:
+            args.extend(row)
+        delay = 0.1
+        while True:
+            try:
+                out = await self.scripts.finish(keys=[self.keyspace.ready], args=args)
+                break
+            except OUTAGE_ERRORS as exc:
+                # The outcome is kept in memory and written once Redis is back; the lease fences it.
+                metrics.REDIS_ERRORS.labels(queue).inc()
+                if delay == 0.1:
+                    log.warning("cannot store job outcomes yet; retrying", jobs=len(batch), error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except ResponseError as exc:
+                log.error("finish script failed", error=str(exc))
+                out = ["error"] * len(batch)
+                break
+        for (_, fut), state in zip(batch, out, strict=True):
+            if not fut.done():
+                fut.set_result(state)

@@ -1,0 +1,394 @@
+"""`HerderWorker`: arq's Worker shell (process lifecycle, signal wiring, function registry,
+hooks) with Herder's claim loop. The other concerns live beside it: health.py, shutdown.py,
+outcome.py (pure), finishing.py, progress.py, cron.py, arq_adapter.py.
+
+arq's own path reads ready ids with ZRANGEBYSCORE and races every worker over them with
+WATCH/MULTI, and recovers a crashed worker's job only after job_timeout + 10 s. Herder
+replaces exactly that path (`main`, `_poll_iteration`, `run_job`, `heart_beat`,
+`handle_sig`, `close`): one Lua call claims the best jobs for the free slots, a heartbeat
+keeps leases alive, and finished attempts are written back in batches, fenced by lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import random
+import socket
+import time
+from typing import Any
+
+from herder import __version__, metrics
+from herder.client import HerderClient
+from herder.connection import redis_client
+from herder.errors import InvalidInput, RetryableError
+from herder.keys import QueueKeys
+from herder.logs import get_logger
+from herder.scripts import Scripts
+from herder.settings import HerderSettings
+from herder.tasks import JobContext, TaskSet
+from herder.worker import outcome
+from herder.worker.arq_adapter import arq_functions
+from herder.worker.cron import cron_requests
+from herder.worker.finishing import FinishBatcher
+from herder.worker.health import OUTAGE_ERRORS, HealthMixin
+from herder.worker.progress import Reporter
+from herder.worker.shutdown import ShutdownMixin
+from herder.worker.state import Running
+
+log = get_logger("herder.worker")
+
+PRECISE_WINDOW_S = 0.25
+
+
+def default_worker_id() -> str:
+    """The pod name in Kubernetes (one worker per pod), else host-pid."""
+    pod = os.environ.get("HERDER_WORKER_NAME") or os.environ.get("POD_NAME")
+    return pod or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class HerderWorker(ShutdownMixin, HealthMixin):
+    def __init__(
+        self,
+        queue: str,
+        tasks: TaskSet,
+        settings: HerderSettings | None = None,
+        *,
+        concurrency: int = 10,
+        name: str | None = None,
+        capabilities: tuple[str, ...] = (),
+        drain_timeout: float = 30.0,
+        keep_result: float = 86_400.0,
+        burst: bool = False,
+        handle_signals: bool = True,
+        on_startup: Any = None,
+        on_shutdown: Any = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be >= 1")
+        if drain_timeout < 0:
+            raise InvalidInput("drain timeout must be >= 0")
+        self.settings = settings or HerderSettings()
+        self.keyspace = QueueKeys(self.settings.key_prefix, queue)
+        self.herder_queue = queue
+        self.taskset = tasks
+        self.worker_id = name or default_worker_id()
+        self.capacity = concurrency
+        self.capabilities = sorted(set(capabilities))
+        self.drain_timeout = drain_timeout
+        self.lease_ms = int(self.settings.lease_seconds * 1000)
+        self.hb_interval = self.settings.lease_seconds / 3
+        redis: Any = redis_client(self.settings)
+        self.redis = redis
+        self.scripts = Scripts.register(redis)
+        self.client = HerderClient(self.settings, tasks, redis=redis)
+        self.keep_result_ms = int(keep_result * 1000)
+        self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms)
+        self.reporter = Reporter(redis, self.scripts, self.keyspace, self.worker_id)
+        super().__init__(
+            functions=arq_functions(tasks),
+            queue_name=self.keyspace.ready,
+            redis_pool=redis,
+            burst=burst,
+            max_jobs=concurrency,
+            poll_delay=0,
+            handle_signals=handle_signals,
+            on_startup=on_startup,
+            on_shutdown=on_shutdown,
+        )
+        self.running = {}
+        self.draining = False
+        self.drain_source = None
+        self.exit_when_drained = False
+        self.drain_deadline = None
+        self._drain_started = None
+        self._give_up_at = None
+        self.stop_event = asyncio.Event()
+        self.slot_event = asyncio.Event()
+        self.stop_now = False
+        self._next_hb = 0.0
+        self._healthy_since = None
+        self._outage_since = None
+        self._next_due = None
+        self._next_expiry = None
+        self._burst_idle = False
+        self._cron_checked = time.time()
+        self._started_at = time.time()
+        self.exit_code = 0
+        self.persistence_warning = None
+        self._persistence_checked = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def main(self) -> None:
+        self.ctx["redis"] = self.pool
+        self.ctx["worker_id"] = self.worker_id
+        metrics.CAPACITY.labels(self.herder_queue).set(self.capacity)
+        # Counters exported at 0 from the start: increase() in the alerts needs a sample before
+        # the first event, or a worker's first blocked loop or Redis error is never seen.
+        for counter in (metrics.LOOP_BLOCKED, metrics.REDIS_ERRORS, metrics.STALE_FINISH):
+            counter.labels(self.herder_queue)
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        log.info(
+            "worker starting",
+            worker=self.worker_id,
+            queue=self.herder_queue,
+            capacity=self.capacity,
+            tasks=self.taskset.names(),
+            lease_s=self.settings.lease_seconds,
+        )
+        watchdog = asyncio.create_task(self._loop_watchdog())
+        try:
+            while not self._done():
+                try:
+                    await self._poll_iteration()
+                except OUTAGE_ERRORS as exc:
+                    await self._redis_down(exc)
+            if self.running:
+                # Redis stayed unreachable after the hand-back: exiting is safe (the jobs are still
+                # "active" in Redis; their leases expire and other workers run them) and beats
+                # hanging until the pod is killed.
+                log.error(
+                    "exiting with job outcomes unwritten: Redis unreachable; their leases will expire",
+                    jobs=list(self.running),
+                )
+                self.exit_code = 1
+            await self._leave()
+        finally:
+            watchdog.cancel()
+
+    async def heart_beat(self) -> None:  # arq's hook; Herder's heartbeat rides on the claim call
+        return None
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _heartbeat_payload(self) -> str:
+        fields = {
+            "id": self.worker_id,
+            "queue": self.herder_queue,
+            "host": socket.gethostname(),
+            "pod": os.environ.get("POD_NAME", ""),
+            "pid": os.getpid(),
+            "capacity": self.capacity,
+            "in_flight": len(self.running),
+            "jobs": json.dumps(list(self.running)),
+            "capabilities": json.dumps(self.capabilities),
+            "drained": "1" if self.draining and not self.running else "0",
+            "started_at": repr(self._started_at),
+            "version": __version__,
+        }
+        if self.drain_source == "signal":
+            fields["draining"] = "1"
+        jobs = [[r.job_id, r.token] for r in self.running.values() if r.stop_reason is None]
+        return json.dumps({"fields": fields, "jobs": jobs})
+
+    async def _poll_iteration(self) -> None:
+        if not self._persistence_checked:
+            await self._check_persistence()  # here, not at start-up: Redis may be down when we start
+            self._persistence_checked = True
+        # Cleared before `free` is read: a job that ends from here on sets it, and _wait sees it.
+        self.slot_event.clear()
+        now = time.monotonic()
+        if self.draining and self.drain_deadline is not None and now >= self.drain_deadline and self.running:
+            log.warning("drain deadline reached: handing jobs back", jobs=list(self.running))
+            self._hand_back_all()
+            self.drain_deadline = None
+        free = self.capacity - len(self.running)
+        want = 0 if (self.draining or self.stop_now) else free
+        hb_due = now >= self._next_hb
+        if want == 0 and not hb_due:
+            await self._wait(free=0)  # nothing to claim and no heartbeat due: no round trip
+            return
+        reap = self._healthy_since is not None and now - self._healthy_since >= self.settings.lease_seconds
+        res = await self.scripts.claim(
+            keys=[self.keyspace.ready],
+            args=[
+                self.keyspace.base,
+                self.worker_id,
+                want,
+                self.lease_ms,
+                json.dumps(self.capabilities),
+                self._heartbeat_payload() if hb_due else "",
+                "1" if reap else "0",
+            ],
+        )
+        self._redis_up()
+        jobs, redis_now, next_due, next_expiry, _paused, draining, lost, cancels, _expired = res
+        if hb_due:
+            self._next_hb = now + self.hb_interval
+            await self._run_cron()
+        self._apply_control(int(draining), lost, cancels)
+        redis_now_s = int(redis_now) / 1000
+        self._next_due = now + (int(next_due) / 1000 - redis_now_s) if next_due else None
+        self._next_expiry = now + (int(next_expiry) / 1000 - redis_now_s) if next_expiry else None
+        for row in jobs:
+            self._start(row)
+        if self.burst:
+            self._burst_idle = not jobs and not self.running
+            if self._burst_idle:
+                st = await self.client.status(self.herder_queue)
+                self._burst_idle = st.ready + st.scheduled + st.waiting + st.active == 0
+        if jobs and len(jobs) == want:
+            return  # maybe more ready: claim again at once
+        await self._wait(free=want - len(jobs))
+
+    async def _wait(self, free: int) -> None:
+        """Sleep until there may be work. With free slots: block in Redis on the queue's wake
+        list and this worker's control list. With none: wait locally for a slot (control
+        messages then arrive with the next heartbeat). Either way wake for the next heartbeat,
+        scheduled job, reapable lease, or drain deadline."""
+        if self._done() or (self.stop_event.is_set() and self.stop_now):
+            return
+        now = time.monotonic()
+        deadlines = [self._next_hb]
+        if self._next_expiry is not None and self._healthy_since is not None:
+            deadlines.append(max(self._next_expiry + 0.05, self._healthy_since + self.settings.lease_seconds))
+        if self.draining and self.drain_deadline is not None:
+            deadlines.append(self.drain_deadline)
+        coarse = max(0.005, min(deadlines) - now)
+        due = self._next_due - now if self._next_due is not None else None
+        timeout = min(coarse, due) if due is not None else coarse
+        waits = [asyncio.ensure_future(self.stop_event.wait())]
+        if free > 0 and not (due is not None and due <= timeout and due < PRECISE_WINDOW_S):
+            # Redis times out blocked clients only every ~100 ms, so a scheduled job's due time
+            # is approached in Redis until PRECISE_WINDOW_S before it, then with a local timer.
+            server_timeout = timeout - PRECISE_WINDOW_S / 2 if due is not None and due <= timeout else timeout
+            keys = [self.keyspace.wake, self.keyspace.control(self.worker_id)]
+            waiter = asyncio.ensure_future(self.redis.blpop(keys, timeout=max(0.01, server_timeout)))
+            waits.append(waiter)
+            local_timeout = None
+        else:
+            waiter = None
+            if free == 0:
+                waits.append(asyncio.ensure_future(self.slot_event.wait()))
+            local_timeout = timeout
+        try:
+            done, _ = await asyncio.wait(waits, timeout=local_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in waits:
+                if not f.done():
+                    f.cancel()
+        self.stop_event.clear()
+        if waiter is not None and waiter in done:
+            popped = waiter.result()  # also surfaces Redis errors to the outage handler
+            if popped and popped[0] != self.keyspace.wake:
+                self._next_hb = 0.0  # a control message (drain, cancel): heartbeat now to read it
+
+    async def _run_cron(self) -> None:
+        if not any(t.cron for t in self.taskset):
+            return
+        until = (
+            time.time() + self.hb_interval + 1.0
+        )  # enqueue a little ahead; the job is scheduled at the tick
+        reqs = cron_requests(self.taskset, self._cron_checked, until)
+        self._cron_checked = until
+        if reqs:
+            await self.client.enqueue_many(self.herder_queue, reqs)
+
+    # ---- running one job -----------------------------------------------------------------
+
+    def _start(self, row: list[Any]) -> None:
+        job_id, task_name, payload_json, attempt, timeout, max_attempts, backoff_json = row
+        token = str(attempt)
+        ctx = JobContext(
+            job_id=job_id,
+            queue=self.herder_queue,
+            task=task_name,
+            attempt=int(attempt),
+            max_attempts=int(max_attempts),
+            worker_id=self.worker_id,
+            state=self.ctx,
+            _progress=functools.partial(self.reporter.progress, job_id, token),
+            _log=functools.partial(self.reporter.log, job_id),
+        )
+        task = asyncio.create_task(
+            self._run(ctx, token, payload_json, float(timeout) if timeout else None, backoff_json)
+        )
+        self.running[job_id] = Running(job_id=job_id, token=token, task=task, ctx=ctx)
+        self.tasks[job_id] = task
+        metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
+
+    async def _execute(self, ctx: JobContext, payload_json: str, timeout: float | None) -> str:
+        task = self.taskset.get(ctx.task)
+        payload = task.parse_payload(json.loads(payload_json))
+        if timeout:
+            async with asyncio.timeout(timeout) as cm:
+                try:
+                    result = await task.fn(ctx, payload)
+                except TimeoutError:
+                    if cm.expired():
+                        raise
+                    raise RetryableError("TimeoutError raised inside the task") from None
+        else:
+            result = await task.fn(ctx, payload)
+        return outcome.encode_result(result)
+
+    async def _run(
+        self, ctx: JobContext, token: str, payload_json: str, timeout: float | None, backoff_json: str
+    ) -> None:
+        started = time.time()
+        attempt = outcome.Attempt(ctx.attempt, self.worker_id, started, timeout, backoff_json)
+        try:
+            o = outcome.Outcome("ok", await self._execute(ctx, payload_json, timeout))
+        except asyncio.CancelledError:
+            reason_code = self.running[ctx.job_id].stop_reason if ctx.job_id in self.running else None
+            if reason_code == "lost":
+                self._forget(ctx.job_id)
+                return
+            o = outcome.stopped(attempt, reason_code, time.time())
+        except Exception as exc:
+            cause = self._failure_cause(ctx.job_id, exc)
+            o = outcome.failed(attempt, exc, time.time(), random.uniform(-1, 1), cause)
+        if ctx.job_id in self.running:
+            self.running[ctx.job_id].finishing = True
+        elapsed = time.time() - started
+        metrics.JOB_SECONDS.labels(self.herder_queue, ctx.task).observe(elapsed)
+        final = await self._finish(ctx.job_id, token, o)
+        metrics.JOBS.labels(self.herder_queue, ctx.task, final).inc()
+        if final == "succeeded":
+            self.jobs_complete += 1
+        elif final in ("dead", "cancelled"):
+            self.jobs_failed += 1
+        elif final == "stale":
+            metrics.STALE_FINISH.labels(self.herder_queue).inc()
+            log.warning("result discarded: lease had moved to another worker", job=ctx.job_id)
+        else:
+            self.jobs_retried += 1
+        # Successes are routine (debug); every other outcome is worth a line at info.
+        (log.debug if final == "succeeded" else log.info)(
+            "job finished",
+            job=ctx.job_id,
+            task=ctx.task,
+            attempt=ctx.attempt,
+            outcome=final,
+            seconds=round(elapsed, 3),
+            reason=o.reason or None,
+        )
+        self._forget(ctx.job_id)
+
+    def _failure_cause(self, job_id: str, exc: Exception) -> BaseException | None:
+        """Hook: the exception to record instead of `exc` (herder.arq records the arq
+        function's own exception, not the PermanentError that wraps it)."""
+        return None
+
+    async def _finish(self, job_id: str, token: str, o: outcome.Outcome) -> str:
+        """Hook around the batched, lease-fenced write; returns the job's resulting state."""
+        return await self.finisher.finish(job_id, token, o)
+
+    def _forget(self, job_id: str) -> None:
+        self.running.pop(job_id, None)
+        self.tasks.pop(job_id, None)
+        metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
+        if self.draining and not self.running:
+            self._next_hb = 0.0  # report "drained" now: the operator waits for it to scale down
+        self.slot_event.set()
+
+
+def run_worker(worker: HerderWorker) -> int:
+    logging.getLogger("arq").setLevel(logging.WARNING)
+    worker.run()
+    return worker.exit_code
