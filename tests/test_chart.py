@@ -514,3 +514,36 @@ def test_network_policies(all_on_docs: list[dict[str, Any]]) -> None:
         ]
         https = egress[2]["to"][0]["ipBlock"]
         assert https["cidr"] == "0.0.0.0/0" and "169.254.0.0/16" in https["except"]
+
+
+# ---- values.schema.json -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("operator.replicas=two", "operator.replicas: Invalid type"),
+        ("operatr.replicas=2", "Additional property operatr is not allowed"),
+        ("image.pullPolicy=Sometimes", "image.pullPolicy"),
+        ("operator.logFormat=xml", "operator.logFormat"),
+        ("metrics.service.port=70000", "metrics.service.port"),
+        ("operator.watchNamespaces={Team_A}", "operator.watchNamespaces.0"),
+        ("operator.tenancy.allowPrivilegedPods=yes", "operator.tenancy.allowPrivilegedPods"),
+    ],
+)
+def test_values_schema_refuses_bad_values(helm: list[str], setting: str, says: str) -> None:
+    p = subprocess.run(
+        [*helm, "lint", str(CHART), "--set", setting],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert p.returncode != 0, p.stdout
+    assert says in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_values_schema_accepts_the_defaults_and_all_on(helm: list[str]) -> None:
+    assert (CHART / "values.schema.json").is_file()
+    run([*helm, "lint", str(CHART), "--strict"])
+    run([*helm, "lint", str(CHART), *[a for s in ALL_ON for a in ("--set", s)]])
