@@ -446,8 +446,8 @@ async def test_payload_timeout_kills_the_group_and_fails_permanently(cc_settings
 
 async def test_a_timeout_names_the_last_api_error(cc_settings: ClaudeCodeSettings) -> None:
     rec = Recorder()
-    with pytest.raises(PermanentError, match=r"timed out after 2 s.*last API error: unknown"):
-        await processor(cc_settings).run(rec.ctx(), payload("FAKE:retry_forever", timeout=2))
+    with pytest.raises(PermanentError, match=r"timed out after 6 s.*last API error: unknown"):
+        await processor(cc_settings).run(rec.ctx(), payload("FAKE:retry_forever", timeout=6))
     assert rec.progress[-1]["api_retries"] >= 1 and rec.progress[-1]["last_error"] == "unknown"
 
 
