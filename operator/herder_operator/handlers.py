@@ -10,6 +10,7 @@ on the TaskQueue (see `_failed`), retried with exponential backoff.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -192,7 +193,17 @@ def _memory(status: Any) -> PolicyMemory | None:
         return None
 
 
+ENSURING: dict[str, asyncio.Lock] = {}  # by uid: the create handler and the timer take turns
+
+
 async def _ensure(
+    body: Any, spec: TaskQueueSpec, namespace: str, name: str, uid: str, patch: Any, status: Any, meta: Any
+) -> Runtime | None:
+    async with ENSURING.setdefault(uid, asyncio.Lock()):
+        return await _ensure_locked(body, spec, namespace, name, uid, patch, status, meta)
+
+
+async def _ensure_locked(
     body: Any, spec: TaskQueueSpec, namespace: str, name: str, uid: str, patch: Any, status: Any, meta: Any
 ) -> Runtime | None:
     """Admit the spec (Secrets, Redis host, pod security), then create or update its Runtime.
@@ -365,6 +376,7 @@ async def forget(*, uid: str, **_: Any) -> None:
     """The Deployment goes with its owner (garbage collection); only our connection is closed."""
     REFUSED.pop(uid, None)
     FAILURES.pop(uid, None)
+    ENSURING.pop(uid, None)
     _untrack(uid)
     runtime = RUNTIMES.pop(uid, None)
     if runtime is not None:

@@ -129,3 +129,46 @@ def test_scale_down_removes_only_the_drained_pods(
     assert job.state == JobState.active and job.worker == busy, job
     assert job.attempts == 1 and not job.errors, job.errors
     arun(lambda c: c.cancel(long_id, "e2e"), url)  # so that teardown need not wait for it
+
+
+def test_status_says_scaling_until_the_workers_are_up(cluster: Cluster, redis_server: RedisProc) -> None:  # noqa: F811
+    url = redis_server.url
+    spec = tq_spec(
+        url,
+        worker={"image": "herder:dev", "concurrency": 1},
+        minReplicas=1,
+        maxReplicas=3,
+        scaleDown={"stabilizationSeconds": 0, "cooldownSeconds": 0},
+    )
+    cluster.create_tq("truth", spec)
+    until(lambda: cluster.status("truth").get("phase"), lambda p: p == "Ready", 60, "Ready with one worker")
+    k = cluster.kubelet
+    k.hold_pending = True  # the new pods find no node: replicas go up, workers do not
+
+    async def enqueue(c: HerderClient) -> list[str]:
+        return [(await c.enqueue("e2e", "sleep", {"seconds": 5.0})).id for _ in range(3)]
+
+    ids = arun(enqueue, url)
+    until(lambda: cluster.replicas("truth"), lambda n: n == 3, 60, "replicas 3")
+    cond = until(
+        lambda: cluster.condition("truth", "Ready"),
+        lambda c: c.get("reason") == "ScalingUp" and "of 3 workers ready" in c.get("message", ""),
+        30,
+        "Ready=False while the workers are not up",
+    )
+    assert cond["status"] == "False"
+    assert cluster.status("truth")["phase"] == "Scaling"  # before: Ready right after the scale-up
+    k.release()
+
+    async def done(c: HerderClient) -> bool:
+        return all([(await c.get_job(i, "e2e")).state == JobState.succeeded for i in ids])
+
+    until(lambda: arun(done, url), bool, 60, "jobs done")
+    # Back down: the reason of the replica change is the scale-down decision, not "steady at 1".
+    until(lambda: cluster.replicas("truth"), lambda n: n == 1, 60, "back to 1")
+    st = until(lambda: cluster.status("truth"), lambda s: s.get("phase") == "Ready", 60, "Ready again")
+    assert str(st.get("lastScaleReason", "")).startswith("scale down "), st.get("lastScaleReason")
+    scaled = [
+        e["message"] for e in cluster.events() if e.get("reason") == "Scaled" and "removing" in e["message"]
+    ]
+    assert scaled and all("steady at" not in m for m in scaled), scaled

@@ -281,8 +281,13 @@ class KubernetesPool:
             if exc.status != 404:
                 raise
             body["spec"]["replicas"] = self.spec.min_replicas
-            await asyncio.to_thread(self.apps.create_namespaced_deployment, self.namespace, body)
-            return True
+            try:
+                await asyncio.to_thread(self.apps.create_namespaced_deployment, self.namespace, body)
+                return True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                body["spec"].pop("replicas")  # created meanwhile (another handler): update it instead
         # Merge patch without replicas: the template follows the spec, the count stays ours.
         await asyncio.to_thread(
             self.apps.patch_namespaced_deployment, self.name, self.namespace, body, _content_type=MERGE_PATCH
