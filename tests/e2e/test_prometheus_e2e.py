@@ -270,6 +270,10 @@ def test_alerts_fire_on_a_real_prometheus(
                 empty.append((title, expr))
         assert not empty, f"dashboard queries without series: {empty}"
 
+        # A queue paused (in Redis) for longer than `for:`.
+        arun(lambda c: c.pause("jobs"), url)
+        until(prom.firing, lambda f: "HerderQueuePaused" in f, 60, "HerderQueuePaused firing")
+
         # Redis down: the operator's collector and the worker both report it.
         stop_feeding.set()
         feeder.join(10)
