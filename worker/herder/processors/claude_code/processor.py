@@ -167,7 +167,13 @@ class ClaudeCodeProcessor:
             if verdict.kind == "ok":
                 succeeded = True
                 assert outcome.result is not None
-                return {**outcome.result, "herder": {"claude_version": version, "sandbox": found.mode}}
+                first = outcome.first_event_seconds
+                herder = {
+                    "claude_version": version,
+                    "sandbox": found.mode,
+                    "first_event_seconds": None if first is None else round(first, 4),
+                }
+                return {**outcome.result, "herder": herder}
             if verdict.kind == "permanent" and "authentication_failed" in verdict.reason:
                 verdict = Verdict(verdict.kind, verdict.reason + NO_KEY_HINT)
             log.info("claude_code run failed", job=ctx.job_id, kind=verdict.kind, reason=verdict.reason)

@@ -63,6 +63,7 @@ class RunOutcome:
     summary: Summary
     stderr_tail: str
     stats: OutputStats
+    first_event_seconds: float | None = None  # spawn to the first stream-json event
 
 
 class _Run:
@@ -85,6 +86,8 @@ class _Run:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.phase = "starting"
+        self.spawned_at = time.monotonic()
+        self.first_event_seconds: float | None = None
 
     # ---- output handling (no I/O) ----
 
@@ -100,6 +103,8 @@ class _Run:
                 text = line[:500].decode("utf-8", "replace")
                 self._log_event({"type": "herder", "subtype": "non_json_line", "text": text}, len(text) + 64)
             return
+        if self.first_event_seconds is None:
+            self.first_event_seconds = time.monotonic() - self.spawned_at
         self.summary = fold(self.summary, event)
         if self._live is not None:
             self._live[:] = [self.summary]
@@ -358,4 +363,5 @@ async def run_cli(
         summary=run.summary,
         stderr_tail=run.stderr_tail.decode("utf-8", "replace"),
         stats=run.stats,
+        first_event_seconds=run.first_event_seconds,
     )
