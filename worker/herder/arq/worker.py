@@ -127,7 +127,7 @@ class Worker(HerderWorker):
             tasks,
             settings,
             concurrency=max_jobs,
-            keep_result=self.keep_result_s if self.keep_result_s > 0 and not keep_result_forever else 86_400,
+            keep_result=None if keep_result_forever else self.keep_result_s,
             burst=burst,
             handle_signals=handle_signals,
             on_startup=on_startup,
@@ -297,11 +297,15 @@ class Worker(HerderWorker):
         forever = self.keep_result_forever if fn.keep_result_forever is None else fn.keep_result_forever
         keep_s = self.keep_result_s if fn.keep_result_s is None else fn.keep_result_s
         job_key, log_key = self.keyspace.job(job_id), self.keyspace.log(job_id)
+        if (forever and self.keep_result_ms == 0) or (
+            not forever and max(1, int(keep_s * 1000)) == self.keep_result_ms
+        ):
+            return  # the worker-wide setting, already applied by the finish script
         if forever:
             await self.redis.persist(job_key)
         elif keep_s <= 0:
             await self.redis.delete(job_key, log_key)
-        elif int(keep_s * 1000) != self.keep_result_ms:
+        elif max(1, int(keep_s * 1000)) != self.keep_result_ms:
             await self.redis.pexpire(job_key, int(keep_s * 1000))
 
     # ---- loop hooks ----------------------------------------------------------------------

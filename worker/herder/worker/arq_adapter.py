@@ -8,6 +8,7 @@ from typing import Any
 
 from arq.worker import Function, func
 
+from herder.settings import HerderSettings
 from herder.tasks import JobContext, Task, TaskSet
 
 
@@ -38,3 +39,31 @@ def arq_entry(task: Task | None) -> Any:
 def arq_functions(tasks: TaskSet) -> list[Function]:
     """arq refuses a worker with no functions: an empty task set registers a no-op."""
     return [func(arq_entry(t), name=t.name) for t in tasks] or [func(arq_entry(None), name="noop")]
+
+
+def ctx_client(settings: HerderSettings, redis: Any, queue: str, tasks: TaskSet) -> Any:
+    """ctx['redis'] for tasks written for arq: an ArqRedis on the worker's connection pool whose
+    enqueue_job writes Herder jobs onto this queue (arq's own client writes to `arq:queue`,
+    where no Herder worker looks). This worker's tasks take keyword arguments as payload."""
+    from herder.arq.connections import ArqRedis, OpenTaskSet
+    from herder.client import HerderClient
+
+    return ArqRedis(
+        connection_pool=redis.connection_pool,
+        default_queue_name=queue,
+        herder_settings=settings,
+        native_tasks=tasks,
+        herder_client=HerderClient(settings, OpenTaskSet(tasks), redis=redis),
+    )
+
+
+async def failed_results(client: Any, queue: str, since: float) -> list[Any]:
+    """arq JobResults of the jobs of `queue` that died since `since` (for run_check)."""
+    from arq.jobs import JobResult
+
+    from herder.arq.jobs import job_def
+
+    dead = await client.dlq_list(queue, limit=1000)
+    return [
+        r for j in dead if (j.finished_at or 0) >= since and isinstance(r := job_def(j, queue), JobResult)
+    ]

@@ -30,7 +30,7 @@ from herder.logs import get_logger
 from herder.scripts import Scripts
 from herder.settings import HerderSettings
 from herder.tasks import JobContext, TaskSet
-from herder.worker import outcome
+from herder.worker import arq_adapter, outcome
 from herder.worker.arq_adapter import arq_functions
 from herder.worker.cron import cron_requests
 from herder.worker.finishing import FinishBatcher
@@ -61,7 +61,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         name: str | None = None,
         capabilities: tuple[str, ...] = (),
         drain_timeout: float = 30.0,
-        keep_result: float = 86_400.0,
+        keep_result: float | None = 86_400.0,
         burst: bool = False,
         handle_signals: bool = True,
         on_startup: Any = None,
@@ -85,7 +85,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self.redis = redis
         self.scripts = Scripts.register(redis)
         self.client = HerderClient(self.settings, tasks, redis=redis)
-        self.keep_result_ms = int(keep_result * 1000)
+        self.keep_result_ms = script_keep_ms(keep_result)
         self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms)
         self.reporter = Reporter(redis, self.scripts, self.keyspace, self.worker_id)
         super().__init__(
@@ -123,8 +123,27 @@ class HerderWorker(ShutdownMixin, HealthMixin):
 
     # ---- lifecycle -----------------------------------------------------------------------
 
+    def _arq_client(self) -> Any:
+        return arq_adapter.ctx_client(self.settings, self.redis, self.herder_queue, self.taskset)
+
+    async def run_check(self, retry_jobs: bool | None = None, max_burst_jobs: int | None = None) -> int:
+        """arq's run_check: run in burst mode, then raise FailedJobs listing the jobs that died
+        in this run, or return how many succeeded. (arq's own read arq's result keys: empty.)"""
+        from arq.worker import FailedJobs
+
+        self.burst = True
+        started = time.time()
+        await self.main()
+        if self.jobs_failed:
+            since = started - 1  # Redis' clock stamps finished_at; allow a little skew
+            raise FailedJobs(
+                self.jobs_failed, await arq_adapter.failed_results(self.client, self.herder_queue, since)
+            )
+        return self.jobs_complete
+
     async def main(self) -> None:
-        self.ctx["redis"] = self.pool
+        self._burst_idle = False  # a second main() (arq's run_check, tests) runs again
+        self.ctx["redis"] = self._arq_client()
         self.ctx["worker_id"] = self.worker_id
         metrics.CAPACITY.labels(self.herder_queue).set(self.capacity)
         # Counters exported at 0 from the start: increase() in the alerts needs a sample before
@@ -386,6 +405,19 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         if self.draining and not self.running:
             self._next_hb = 0.0  # report "drained" now: the operator waits for it to scale down
         self.slot_event.set()
+        if self.burst:
+            self.stop_event.set()  # wake the loop now: a burst worker exits when the last job ends
+
+
+def script_keep_ms(keep_result: float | None) -> int:
+    """A successful job's retention as finish.lua takes it (0 there means no expiry): seconds
+    to keep it; None keeps it forever; 0 keeps it not at all, as arq's keep_result=0 (1 ms, so
+    the hash disappears in the same atomic finish as far as any reader can tell)."""
+    if keep_result is None:
+        return 0
+    if keep_result < 0:
+        raise InvalidInput("keep_result must be >= 0 seconds, or None to keep results forever")
+    return max(1, int(keep_result * 1000))
 
 
 def run_worker(worker: HerderWorker) -> int:

@@ -1,0 +1,110 @@
+"""Bugs of HerderWorker's arq inheritance (issue 13), each pinned by a test that failed before."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from arq.worker import FailedJobs
+
+from herder.client import HerderClient
+from herder.errors import NotFound, PermanentError
+from herder.models import JobState
+from herder.settings import HerderSettings
+from herder.tasks import JobContext, TaskSet
+from herder.worker import HerderWorker
+from redis_proc import RedisProc
+
+
+def app() -> TaskSet:
+    tasks = TaskSet()
+
+    @tasks.task()
+    async def ok(ctx: JobContext, payload: Any) -> int:
+        return 1
+
+    @tasks.task()
+    async def bad(ctx: JobContext, payload: Any) -> None:
+        raise PermanentError("broken on purpose")
+
+    @tasks.task()
+    async def spawn(ctx: JobContext, payload: Any) -> str:
+        # An arq-style task enqueues follow-up work through ctx['redis'].
+        job = await ctx.state["redis"].enqueue_job("ok", n=1)
+        return str(job.job_id)
+
+    return tasks
+
+
+def worker(settings: HerderSettings, **kw: Any) -> HerderWorker:
+    return HerderWorker("default", app(), settings, handle_signals=False, burst=True, **kw)
+
+
+async def test_ctx_redis_enqueues_onto_herder_not_arq_queue(settings: HerderSettings) -> None:
+    async with HerderClient(settings, app()) as c:
+        parent = await c.enqueue("default", "spawn")
+        w = worker(settings)
+        await asyncio.wait_for(w.main(), 60)
+        await w.close()
+        job = await c.get_job(parent.id, "default")
+        assert job.state == JobState.succeeded
+        child = await c.get_job(job.result, "default")  # on Herder's queue, and it ran
+        assert child.task == "ok" and child.payload == {"n": 1} and child.state == JobState.succeeded
+        assert await c.redis.exists("arq:queue") == 0
+
+
+async def test_run_check_reports_failures(settings: HerderSettings) -> None:
+    async with HerderClient(settings, app()) as c:
+        await c.enqueue("default", "ok")
+        dead = await c.enqueue("default", "bad")
+        w = worker(settings)
+        try:
+            await asyncio.wait_for(w.run_check(), 60)
+        except FailedJobs as exc:
+            assert exc.count == 1
+            assert [r.job_id for r in exc.job_results] == [dead.id]
+            assert "broken on purpose" in str(exc)
+        else:
+            raise AssertionError("run_check() reported no failure")
+        finally:
+            await w.close()
+
+
+async def test_second_burst_main_runs_again(settings: HerderSettings) -> None:
+    async with HerderClient(settings, app()) as c:
+        w = worker(settings)
+        await c.enqueue("default", "ok")
+        await asyncio.wait_for(w.main(), 60)
+        second = await c.enqueue("default", "ok")
+        await asyncio.wait_for(w.main(), 60)
+        await w.close()
+        assert (await c.get_job(second.id, "default")).state == JobState.succeeded
+        assert w.jobs_complete == 2
+
+
+async def test_burst_exits_when_the_last_job_ends_not_a_heartbeat_later(redis_server: RedisProc) -> None:
+    # A 60 s lease means a 20 s heartbeat: a burst worker that waits for it misses the bound.
+    settings = HerderSettings(redis_url=redis_server.url, lease_seconds=60.0)
+    async with HerderClient(settings, app()) as c:
+        await c.enqueue("default", "ok")
+        w = worker(settings)
+        await asyncio.wait_for(w.main(), 12)
+        await w.close()
+        assert w.jobs_complete == 1
+
+
+async def test_keep_result_zero_means_not_kept_and_none_forever(settings: HerderSettings) -> None:
+    async with HerderClient(settings, app()) as c:
+        first = await c.enqueue("default", "ok")
+        w = worker(settings, keep_result=0)
+        await asyncio.wait_for(w.main(), 60)
+        await w.close()
+        assert w.jobs_complete == 1
+        with pytest.raises(NotFound):  # not kept, as arq's keep_result=0 (it used to mean forever)
+            await c.get_job(first.id, "default")
+        second = await c.enqueue("default", "ok")
+        w = worker(settings, keep_result=None)
+        await asyncio.wait_for(w.main(), 60)
+        await w.close()
+        assert await c.redis.ttl(c.keys("default").job(second.id)) == -1
