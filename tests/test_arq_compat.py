@@ -297,3 +297,35 @@ def test_find_worker_settings() -> None:
 def test_worker_name_and_capacity_pass_through(make_worker: Any) -> None:
     w = make_worker([add], cron_jobs=[cron(add, name="tick", hour={1})], name="w-1", max_jobs=4)
     assert (w.worker_id, w.capacity) == ("w-1", 4)
+
+
+def test_herder_worker_and_herder_arq_commands_run_an_arq_app(
+    redis_server: RedisProc, worker_env: dict[str, str]
+) -> None:
+    """`herder worker QUEUE --app module:WorkerSettings` (what `herder up` and the operator run)
+    and `herder arq module.WorkerSettings --burst` both run the arq app's functions."""
+    import subprocess
+    from pathlib import Path
+
+    import redis as sync_redis
+
+    apps = str(Path(__file__).parent / "apps")
+    env = {**worker_env, "PYTHONPATH": apps}
+    r = sync_redis.Redis(port=redis_server.port, decode_responses=True)
+
+    async def produce() -> list[str]:
+        pool = ArqRedis(host="127.0.0.1", port=redis_server.port)
+        ids = [str((await pool.enqueue_job("work", i, pause=0)).job_id) for i in range(3)]  # type: ignore[union-attr]
+        await pool.close()
+        return ids
+
+    for cmd in (
+        ["worker", "arq.queue", "--app", "arq_app:WorkerSettings", "--burst", "--concurrency", "2"],
+        ["arq", "arq_app.WorkerSettings", "--burst"],
+    ):
+        ids = asyncio.run(produce())
+        subprocess.run([sys.executable, "-m", "herder.cli", *cmd], env=env, check=True, timeout=60)
+        for i, jid in enumerate(ids):
+            assert r.hget(f"herder:{{arq.queue}}:job:{jid}", "result") is not None, cmd
+            assert '"n":' + str(i * 2) in r.hget(f"herder:{{arq.queue}}:job:{jid}", "result"), cmd
+    r.close()

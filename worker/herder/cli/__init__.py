@@ -18,6 +18,7 @@ from herder.cli.app import app
 from herder.cli.render import print_status
 
 COMMAND_MODULES = (
+    "arqcmd",
     "dlq",
     "enqueue",
     "inspect",

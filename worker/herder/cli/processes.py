@@ -30,26 +30,44 @@ def worker(
     redis_url: RedisUrl = None,
 ) -> None:
     """Run a worker for QUEUE."""
+    from herder.arq.worker import create_worker, find_worker_settings
     from herder.client import check_queue
     from herder.worker import HerderWorker, run_worker
 
     configure()
     settings = settings_for(redis_url)
+    arq_settings = find_worker_settings(app_spec)
     try:
         check_queue(queue)
-        tasks = load_taskset(app_spec)
+        tasks = load_taskset(None if arq_settings is not None else app_spec)
     except InvalidInput as exc:
         fail(2, str(exc))
-    w = HerderWorker(
-        queue,
-        tasks,
-        settings,
-        concurrency=concurrency,
-        name=name,
-        capabilities=tuple(capability or ()),
-        drain_timeout=drain_timeout,
-        burst=burst,
-    )
+    w: HerderWorker
+    if arq_settings is not None:
+        # An arq app (herder.arq WorkerSettings): arq's semantics on this queue. The command
+        # line's capacity, name and drain timeout win: the autoscaler counts on them.
+        w = create_worker(
+            arq_settings,
+            queue_name=queue,
+            max_jobs=concurrency,
+            name=name,
+            capabilities=tuple(capability or ()),
+            drain_timeout=drain_timeout,
+            job_completion_wait=0,
+            burst=burst,
+            herder_settings=settings,
+        )
+    else:
+        w = HerderWorker(
+            queue,
+            tasks,
+            settings,
+            concurrency=concurrency,
+            name=name,
+            capabilities=tuple(capability or ()),
+            drain_timeout=drain_timeout,
+            burst=burst,
+        )
     if metrics_port is not None:
         from herder.health import serve
 
