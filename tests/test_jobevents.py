@@ -6,7 +6,7 @@ import json
 
 from helpers import running_worker, wait_state
 from herder.client import HerderClient
-from herder.jobevents import JobEventReader, bounded_json, first_index, parse_cursor
+from herder.jobevents import JobEventReader, bounded_json, first_index, next_number, parse_cursor
 from herder.settings import HerderSettings
 
 
@@ -73,3 +73,34 @@ async def test_removed_job_ends_the_feed(client: HerderClient) -> None:
     await client.remove(job.id, "default")
     events = await reader.poll()
     assert [e.kind for e in events] == ["gone"] and reader.done
+
+
+def test_next_number_continues_the_tail_or_counts_the_list() -> None:
+    assert next_number(None, 0) == 0
+    assert next_number('{"type":"x","_n":41}', 7) == 42
+    assert next_number('{"type":"x"}', 7) == 7  # an unnumbered (older) log: its length
+    assert next_number('{"_n": -5}', 3) == 3 and next_number("{bad", 3) == 3
+
+
+async def test_worker_numbers_log_events_across_trims(client: HerderClient) -> None:
+    """The worker's event-log writer numbers events; after the log is trimmed from the left a
+    reader still holds absolute positions: a gap is reported, then the kept events follow."""
+    from herder.worker.progress import LOG_EVENTS_KEPT, Reporter
+
+    keys = client.keys("default")
+    job = await client.enqueue("default", "echo", {}, id="j4")
+    reporter = Reporter(client.redis, client.scripts, keys, "w1")
+    reader = JobEventReader(client.redis, keys, job.id)
+    await reporter.log(job.id, [{"type": "herder", "i": i} for i in range(10)])
+    seen = [e for e in await reader.poll() if e.kind == "log"]
+    assert [e.data["_n"] for e in seen] == list(range(10)) and reader.cursor == 10
+    for start in range(10, LOG_EVENTS_KEPT + 500, 500):
+        await reporter.log(job.id, [{"type": "herder", "i": i} for i in range(start, start + 500)])
+    total = 10 + len(range(10, LOG_EVENTS_KEPT + 500, 500)) * 500
+    assert await client.redis.llen(keys.log(job.id)) == LOG_EVENTS_KEPT
+    got = []
+    while reader.cursor < total:
+        got += [e for e in await reader.poll() if e.kind == "log"]
+    assert got[0].data == {"type": "herder", "subtype": "log_gap", "missed": total - LOG_EVENTS_KEPT - 10}
+    assert [e.data["i"] for e in got[1:]] == list(range(total - LOG_EVENTS_KEPT, total))
+    assert got[-1].cursor == total

@@ -42,11 +42,13 @@ async def test_record_once_a_minute_with_real_counters(
     assert sample is not None and sample["enqueued"] == 3 and sample["ready"] == 3
     assert sample["wait_max_ms"] >= sample["wait_p50_ms"] >= 0
     assert 0 < await client.redis.pttl(keys.trend) <= trends.RETENTION_MINUTES * 60_000
-    # a live worker is counted in the next minute's sample
-    await client.redis.hdel(keys.trend, *raw.keys())
+    # with the jobs done, a fresh sample counts them (the worker records its own once a minute
+    # too; whichever writes this minute's sample, it is taken after the jobs finished)
     async with running_worker(settings, "default") as w:
-        await wait_state(client, "t2", "succeeded")
-        assert await trends.record(client.redis, keys, lease_ms=2000)
+        for i in range(3):
+            await wait_state(client, f"t{i}", "succeeded")
+        await client.redis.delete(keys.trend)
+        await trends.record(client.redis, keys, lease_ms=2000)
         sample = trends.parse_sample(next(iter((await client.redis.hgetall(keys.trend)).values())))
         assert sample is not None and sample["workers"] == 1 and sample["capacity"] == w.max_jobs
         assert sample["succeeded"] == 3 and sample["ready"] == 0
@@ -63,3 +65,15 @@ async def test_samples_stay_bounded_and_old_or_corrupt_fields_go(client: HerderC
     assert len(left) == 1 and int(left[0]) >= minute
     series = await trends.read(client.redis, keys, 10)
     assert len(series["t"]) == 10 and 0.0 in series["ready"][-2:]
+
+
+async def test_a_running_worker_records_the_queue_sample(
+    client: HerderClient, settings: HerderSettings
+) -> None:
+    from helpers import wait_for
+
+    keys = client.keys("default")
+    async with running_worker(settings, "default"):
+        raw = await wait_for(lambda: client.redis.hgetall(keys.trend), lambda r: bool(r))
+    sample = trends.parse_sample(next(iter(raw.values())))
+    assert sample is not None and sample["workers"] == 1 and sample["capacity"] > 0

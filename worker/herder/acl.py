@@ -136,8 +136,11 @@ ROLES: dict[str, Role] = {
         Role(
             "worker",
             "run one queue's jobs: claim, heartbeat, finish, progress, event log, cron ticks",
-            scripts=("claim", "finish", "progress", "enqueue"),
-            commands=("blpop", "rpush", "ltrim", "zrem", "del", "multi", "exec", "sadd", "smembers", "ping"),
+            scripts=("claim", "finish", "progress", "enqueue", "trend"),
+            commands=(
+                *("blpop", "rpush", "ltrim", "lindex", "llen", "zrem", "del", "multi", "exec"),
+                *("sadd", "smembers", "ping"),
+            ),
             queue_keys=("*",),
             index="rw",
         ),

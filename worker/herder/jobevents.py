@@ -83,6 +83,19 @@ def first_index(head: str | None) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**53 else 0
 
 
+def next_number(tail: str | None, length: int) -> int:
+    """The `_n` for the next event appended to a log whose last element is `tail` and whose
+    length is `length` (an unnumbered or corrupt tail: count the list as untrimmed)."""
+    if tail is not None and '"_n"' in tail:
+        try:
+            n = json.loads(tail).get("_n")
+        except (ValueError, AttributeError):
+            n = None
+        if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**53:
+            return n + 1
+    return length
+
+
 @dataclass
 class _Seen:
     fields: dict[str, str | None] = field(default_factory=dict)

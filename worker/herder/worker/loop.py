@@ -21,7 +21,9 @@ import socket
 import time
 from typing import Any
 
-from herder import __version__, metrics
+from redis.exceptions import RedisError
+
+from herder import __version__, metrics, trends
 from herder.client import HerderClient
 from herder.connection import redis_client
 from herder.errors import InvalidInput, RetryableError
@@ -88,6 +90,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self.keep_result_ms = script_keep_ms(keep_result)
         self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms)
         self.reporter = Reporter(redis, self.scripts, self.keyspace, self.worker_id)
+        self._trend_minute = 0
         super().__init__(
             functions=arq_functions(tasks),
             queue_name=self.keyspace.ready,
@@ -240,6 +243,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         if hb_due:
             self._next_hb = now + self.hb_interval
             await self._run_cron()
+            await self._record_trend()
         self._apply_control(int(draining), lost, cancels)
         redis_now_s = int(redis_now) / 1000
         self._next_due = now + (int(next_due) / 1000 - redis_now_s) if next_due else None
@@ -296,6 +300,18 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             popped = waiter.result()  # also surfaces Redis errors to the outage handler
             if popped and popped[0] != self.keyspace.wake:
                 self._next_hb = 0.0  # a control message (drain, cancel): heartbeat now to read it
+
+    async def _record_trend(self) -> None:
+        """Once a minute per worker: the first worker of the queue to call writes the queue's
+        per-minute trend sample (herder.trends), the others' calls are no-ops."""
+        minute = int(time.time() // 60)
+        if minute == self._trend_minute:
+            return
+        self._trend_minute = minute
+        try:
+            await trends.record(self.redis, self.keyspace, self.lease_ms)
+        except (RedisError, *OUTAGE_ERRORS) as exc:  # advisory: never stop the loop for it
+            log.info("trend sample not recorded", error=str(exc))
 
     async def _run_cron(self) -> None:
         if not any(t.cron for t in self.taskset):

@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from herder.jobevents import next_number
 from herder.keys import QueueKeys
 from herder.logs import get_logger
 from herder.scripts import Scripts
@@ -38,8 +39,16 @@ class Reporter:
             return
         key = self.keyspace.log(job_id)
         try:
+            # Number each event (`_n`, counted across attempts) so readers keep absolute
+            # positions when the log is trimmed from the left (herder.jobevents). Only the lease
+            # holder writes a job's log, so reading the tail first is enough.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lindex(key, -1)
+                pipe.llen(key)
+                tail, length = await pipe.execute()
+            n = next_number(tail, int(length))
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, *[json.dumps(e, default=str) for e in events])
+                pipe.rpush(key, *[json.dumps({**e, "_n": n + i}, default=str) for i, e in enumerate(events)])
                 pipe.ltrim(key, -LOG_EVENTS_KEPT, -1)
                 await pipe.execute()
         except RedisError as exc:
