@@ -108,3 +108,26 @@ async def test_keep_result_zero_means_not_kept_and_none_forever(settings: Herder
         await asyncio.wait_for(w.main(), 60)
         await w.close()
         assert await c.redis.ttl(c.keys("default").job(second.id)) == -1
+
+
+async def test_worker_timeout_applies_when_the_job_carries_none(settings: HerderSettings) -> None:
+    producer_tasks = TaskSet()
+
+    @producer_tasks.task(name="slow")  # the producer's view: no timeout known
+    async def slow_stub(ctx: JobContext, payload: Any) -> None:
+        return None
+
+    worker_tasks = TaskSet()
+
+    @worker_tasks.task(name="slow", timeout=0.3, max_attempts=1)
+    async def slow(ctx: JobContext, payload: Any) -> None:
+        await asyncio.Event().wait()
+
+    async with HerderClient(settings, producer_tasks) as c:
+        res = await c.enqueue("default", "slow")
+        assert (await c.get_job(res.id, "default")).timeout is None
+        w = HerderWorker("default", worker_tasks, settings, handle_signals=False, burst=True)
+        await asyncio.wait_for(w.main(), 30)
+        await w.close()
+        job = await c.get_job(res.id, "default")
+        assert job.state == JobState.dead and job.errors[-1].kind == "timeout"

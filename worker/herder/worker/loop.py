@@ -341,11 +341,22 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             _log=functools.partial(self.reporter.log, job_id),
         )
         task = asyncio.create_task(
-            self._run(ctx, token, payload_json, float(timeout) if timeout else None, backoff_json)
+            self._run(
+                ctx,
+                token,
+                payload_json,
+                float(timeout) if timeout else self._task_timeout(task_name),
+                backoff_json,
+            )
         )
         self.running[job_id] = Running(job_id=job_id, token=token, task=task, ctx=ctx)
         self.tasks[job_id] = task
         metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
+
+    def _task_timeout(self, task_name: str) -> float | None:
+        """A job enqueued without a timeout (its producer did not know the task) gets this
+        worker's timeout for the task, applied at run time."""
+        return self.taskset.get(task_name).timeout if task_name in self.taskset else None
 
     async def _execute(self, ctx: JobContext, payload_json: str, timeout: float | None) -> str:
         task = self.taskset.get(ctx.task)
