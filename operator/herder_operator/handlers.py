@@ -28,7 +28,7 @@ from herder_operator import metrics as op_metrics
 from herder_operator.config import load as load_config
 from herder_operator.credentials import Refused, admit
 from herder_operator.pools.kubernetes import KubernetesPool
-from herder_operator.reconciler import Reconciler, failed_status, invalid_status, status_of
+from herder_operator.reconciler import Reconciler, StepReport, failed_status, invalid_status, status_of
 from herder_operator.spec import (
     GROUP,
     PLURAL,
@@ -401,15 +401,14 @@ async def reconcile(
     if failure is not None and now < failure.retry_at:
         return  # backing off
     try:
-        report = await _reconcile_step(body, spec, patch, status, meta, namespace, name, uid, now)
+        stepped = await _reconcile_step(body, spec, patch, status, meta, namespace, name, uid, now)
     except Exception as exc:
         _failed(uid, body, patch, status, meta, exc, now)
         return
-    if report is None:
+    if stepped is None:
         return
     _recovered(uid, body)
-    runtime = RUNTIMES[uid]
-    rec = runtime.reconciler
+    report, rec = stepped
     for e in report.events:
         # kopf.event, not kopf.info: posting.level filters kopf's own chatter, not our decisions.
         kopf.event(body, type=e.type, reason=e.reason, message=e.message)
@@ -430,7 +429,7 @@ async def _reconcile_step(
     name: str,
     uid: str,
     now: float,
-) -> Any:
+) -> tuple[StepReport, Reconciler] | None:
     """One timer tick: (re)create the runtime if needed, and step when the poll interval is due."""
     runtime = RUNTIMES.get(uid)
     if runtime is None:
@@ -477,4 +476,4 @@ async def _reconcile_step(
             min_replicas=rec.spec.min_replicas,
             max_replicas=rec.spec.max_replicas,
         )
-    return report
+    return report, rec
