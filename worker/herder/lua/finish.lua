@@ -3,6 +3,7 @@
 -- cannot overwrite the outcome of the worker that took the job over.
 -- ARGV: base, worker_id, keep_ms, then groups of 6:
 --   id, token, outcome (ok|retry|dead|handback|cancelled), data (result JSON or error JSON), delay_ms, reason
+local FREE_HANDBACKS = 3
 local wid = ARGV[2]
 local keep = tonumber(ARGV[3])
 local now = now_ms()
@@ -33,8 +34,19 @@ for i = 4, #ARGV, 6 do
         reason = 'out of attempts (' .. f[4] .. '/' .. f[5] .. '): ' .. reason
       end
       if outcome == 'handback' then
-        -- Interrupted by the platform (drain deadline), not by the job: no attempt is spent.
-        redis.call('HINCRBY', k, 'attempts', -1)
+        -- Interrupted by the platform (drain deadline, a second signal), not by the job: no
+        -- attempt is spent, FREE_HANDBACKS times. A job handed back more often than that is the
+        -- likeliest cause itself (its code or processes signal their worker): from then on each
+        -- hand-back spends an attempt, so a poison job still reaches the dead-letter queue.
+        local hb = redis.call('HINCRBY', k, 'handbacks', 1)
+        if hb <= FREE_HANDBACKS then
+          redis.call('HINCRBY', k, 'attempts', -1)
+        elseif tonumber(f[4]) >= tonumber(f[5]) then
+          outcome = 'dead'
+          reason = 'handed back ' .. hb .. ' times, out of attempts (' .. f[4] .. '/' .. f[5] .. '): ' .. reason
+        end
+      end
+      if outcome == 'handback' then
         redis.call('HINCRBY', K_STATS, 'handed_back', 1)
         make_ready(id, true)
         out[#out + 1] = 'ready'

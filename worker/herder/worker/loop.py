@@ -380,12 +380,18 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         attempt = outcome.Attempt(ctx.attempt, self.worker_id, started, timeout, backoff_json)
         try:
             o = outcome.Outcome("ok", await self._execute(ctx, payload_json, timeout))
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             reason_code = self.running[ctx.job_id].stop_reason if ctx.job_id in self.running else None
             if reason_code == "lost":
                 self._forget(ctx.job_id)
                 return
-            o = outcome.stopped(attempt, reason_code, time.time())
+            current = asyncio.current_task()
+            if reason_code is None and current is not None and current.cancelling() == 0:
+                # Nobody cancelled this task: the job raised CancelledError itself. That is the
+                # job's failure, not a hand-back (which spends no attempt and would loop for ever).
+                o = outcome.failed(attempt, outcome.self_cancelled(exc), time.time(), random.uniform(-1, 1))
+            else:
+                o = outcome.stopped(attempt, reason_code, time.time())
         except Exception as exc:
             cause = self._failure_cause(ctx.job_id, exc)
             o = outcome.failed(attempt, exc, time.time(), random.uniform(-1, 1), cause)

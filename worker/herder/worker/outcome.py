@@ -82,6 +82,13 @@ def stopped(a: Attempt, stop_reason: str | None, now: float) -> Outcome:
     return Outcome("handback", error_record(a, "handed_back", "Cancelled", msg, "", now), 0, msg)
 
 
+def self_cancelled(exc: BaseException) -> RetryableError:
+    """What a job that raised CancelledError without being cancelled is recorded as."""
+    err = RetryableError("the task raised CancelledError without being cancelled")
+    err.__cause__ = exc
+    return err
+
+
 def failed(a: Attempt, exc: Exception, now: float, u: float, cause: BaseException | None = None) -> Outcome:
     """One rule per kind of failure: timeouts and ordinary errors retry (with backoff), bad
     input and PermanentError go to the DLQ. `u` is the jitter draw in [-1, 1]. `cause`, when

@@ -1,0 +1,68 @@
+"""Poison jobs cannot loop for ever: a job whose own code raises CancelledError, or whose code
+(or processes) signals its own worker into handing it back, spends attempts and ends in the DLQ.
+Both looped without end before: a self-raised CancelledError looked like a hand-back (no
+attempt spent; 1,323 re-runs in 8 s), and a job that SIGTERMed its worker twice was handed back
+free by every worker it killed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from helpers import running_worker, wait_state
+from herder.backoff import Backoff
+from herder.client import HerderClient
+from herder.settings import HerderSettings
+from herder.tasks import JobContext, TaskSet, load_taskset
+from procs import WorkerProc
+
+
+async def test_a_task_raising_cancelled_error_itself_spends_attempts_and_dies(
+    settings: HerderSettings,
+) -> None:
+    app = TaskSet(load_taskset(None))
+    runs = 0
+
+    @app.task(max_attempts=3, backoff=Backoff(base_seconds=0.01, max_seconds=0.05))
+    async def self_cancel(ctx: JobContext, p: Any) -> None:
+        nonlocal runs
+        runs += 1
+        raise asyncio.CancelledError()
+
+    async with HerderClient(settings, app) as c, running_worker(settings, tasks=app, concurrency=2):
+        r = await c.enqueue("default", "self_cancel")
+        j = await wait_state(c, r.id, "dead", timeout=60)
+    assert j.attempts == 3 and runs == 3
+    assert {e.type for e in j.errors} == {"RetryableError"}
+    assert "raised CancelledError without being cancelled" in j.errors[-1].message
+
+
+async def test_a_job_that_keeps_stopping_its_worker_reaches_the_dlq(
+    worker_env: dict[str, str], settings: HerderSettings
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parent / "apps"))
+    from poison_app import tasks as poison_tasks
+
+    async with HerderClient(settings, poison_tasks) as client:
+        await stop_worker_until_dead(worker_env, client)
+
+
+async def stop_worker_until_dead(worker_env: dict[str, str], client: HerderClient) -> None:
+    r = await client.enqueue("default", "regicide")
+    # 3 free hand-backs, then each spends one of its 2 attempts: 5 workers. One more is slack;
+    # before the fix the job was handed back free by every one of them.
+    for n in range(6):
+        w = WorkerProc(worker_env, f"victim-{n}", concurrency=1, app="poison_app", drain_timeout=600)
+        try:
+            code = await asyncio.to_thread(w.wait, 60)  # the job stops it
+            assert code == 0
+        finally:
+            w.stop()
+        j = await client.get_job(r.id)
+        if j.state == "dead":
+            break
+    assert j.state == "dead", (j.state, j.attempts, [e.kind for e in j.errors])
+    assert j.attempts == 2 and "handed back 5 times" in (j.dead_reason or "")
+    assert [e.kind for e in j.errors] == ["handed_back"] * 5
