@@ -290,3 +290,18 @@ def test_wrap_unshares_everything_but_the_network_and_keeps_secrets_off_argv(tmp
     assert "--setenv" not in argv and "ANTHROPIC_API_KEY" not in " ".join(argv)
     no_net = wrap("/usr/bin/bwrap", ["/x"], workspace=ws, cwd=ws, ro_binds=[], share_net=False)
     assert "--share-net" not in no_net
+
+
+def test_worker_check_reports_the_sandbox_and_fails_when_it_is_required_but_missing(tmp_path: Path) -> None:
+    def check(**env: str) -> subprocess.CompletedProcess[str]:
+        full = dict(os.environ, HERDER_CLAUDE_WORKSPACE_ROOT=str(tmp_path / "ws"), **env)
+        cmd = [sys.executable, "-m", "herder.cli", "worker", "default", "--check"]
+        return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=120)
+
+    here = check()
+    assert here.returncode == 0 and "claude_code sandbox: bwrap (bubblewrap" in here.stdout, here.stdout
+    assert "claude_code limits: rlimits" in here.stdout
+    off = check(HERDER_CLAUDE_SANDBOX="none")
+    assert off.returncode == 0 and "NOT SANDBOXED" in off.stdout and "lost: own PID namespace" in off.stdout
+    required = check(HERDER_CLAUDE_SANDBOX="bwrap", HERDER_CLAUDE_BWRAP_BIN="/nonexistent/bwrap")
+    assert required.returncode == 1 and "will refuse claude_code runs" in required.stdout

@@ -28,6 +28,12 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queue is empty")] = False,
     redis_url: RedisUrl = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Report how this worker would run its tasks (sandbox, limits), then exit"
+        ),
+    ] = False,
 ) -> None:
     """Run a worker for QUEUE."""
     from herder.arq.worker import create_worker, find_worker_settings
@@ -42,6 +48,8 @@ def worker(
         tasks = load_taskset(None if arq_settings is not None else app_spec)
     except InvalidInput as exc:
         fail(2, str(exc))
+    if check:
+        raise typer.Exit(_check(tasks.names()))
     w: HerderWorker
     if arq_settings is not None:
         # An arq app (herder.arq WorkerSettings): arq's semantics on this queue. The command
@@ -167,3 +175,18 @@ def up(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+def _check(task_names: list[str]) -> int:
+    """`herder worker --check`: what runs on this worker would get; 1 if it would refuse them."""
+    ok = True
+    if "claude_code" in task_names:
+        from herder.processors.claude_code import ClaudeCodeSettings
+        from herder.processors.claude_code.check import check
+
+        report = check(ClaudeCodeSettings())
+        for line in report.lines:
+            typer.echo(line)
+        ok = report.ok
+    typer.echo("ok" if ok else "NOT OK")
+    return 0 if ok else 1

@@ -93,7 +93,7 @@ def limits_mode() -> str:
     controllers = Path("/sys/fs/cgroup/cgroup.controllers")
     if controllers.exists():
         return "rlimits (cgroup v2 present; per-run cgroups not used)"
-    return "rlimits (no cgroup v2 tree at /sys/fs/cgroup)"
+    return "rlimits (cgroups v1/hybrid: no cgroup v2 tree at /sys/fs/cgroup)"
 
 
 def _system_binds(paths: Iterable[str]) -> list[str]:
