@@ -3,7 +3,7 @@
 One module per command group, each registering on the root app in app.py:
   enqueue.py (enqueue, enqueue-many) · inspect.py (job, status, queues) ·
   operate.py (pause, resume, retry, remove, cancel, drain) · dlq.py (dlq ...) ·
-  processes.py (worker, metrics, dashboard, up, version)
+  processes.py (worker, metrics, dashboard, up, version) · api.py (api, token ..., schema)
 Shared options, settings and exit codes: common.py. Printing: render.py.
 
 To add a command group: create a module that imports `app` from herder.cli.app and registers
@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "inspect",
     "operate",
     "processes",
+    "api",
 )
 
 for _name in COMMAND_MODULES:
