@@ -89,7 +89,9 @@ def seeded(redis_server: RedisProc) -> redis.Redis:
                 await wait_state(c, dead.id, "dead")
             for i in range(3):
                 await c.enqueue("web", "echo", {"i": i}, id=f"r{i}", labels={"team": "a" if i else "b"})
-            await trends.record(c.redis, c.keys("web"), lease_ms=2000)  # what workers do each minute
+            # what workers do each minute (the seeding worker's own sample predates these jobs)
+            await c.redis.delete(c.keys("web").trend)
+            await trends.record(c.redis, c.keys("web"), lease_ms=2000)
             hostile = '<img src=x onerror="window.__pwned=1">'
             event = {"type": "assistant", "message": {"content": [{"type": "text", "text": hostile}]}}
             await c.redis.rpush(c.keys("web").log("doomed"), json.dumps(event))
@@ -310,7 +312,9 @@ def test_lists_are_paginated_and_values_capped(seeded: redis.Redis, redis_server
         ).json()
         ids = [x["id"] for x in page1["items"] + page2["items"]]
         assert sorted(ids) == ["r0", "r1", "r2"] and page2["next_cursor"] is None
-        assert page1["counts"] == {"ready": 3, "scheduled": 0, "waiting": 0, "active": 0, "dead": 1}
+        assert page1["counts"] == {
+            "ready": 3, "scheduled": 0, "waiting": 0, "active": 0, "dead": 1, "succeeded": 0, "cancelled": 0,
+        }  # fmt: skip
         f = httpx.get(f"{srv.url}/api/queues/web/jobs?state=ready&label=team=a", headers=AUTH).json()
         assert sorted(x["id"] for x in f["items"]) == ["r1"]  # r2's labels are corrupt: no match
         f = httpx.get(f"{srv.url}/api/queues/web/jobs?state=ready&text=r0", headers=AUTH).json()
@@ -361,6 +365,48 @@ def test_event_stream_resumes_with_last_event_id(seeded: redis.Redis, redis_serv
         again = read({**AUTH, "Last-Event-ID": "2"}, 2)
         assert [(k, i) for k, i, _ in again] == [("snapshot", "2"), ("log", "3")] and again[1][2]["n"] == 2
         assert httpx.get(f"{srv.url}/api/jobs/r0/events?queue=web").status_code == 401
+
+
+def test_succeeded_and_cancelled_jobs_are_browsable(redis_server: RedisProc) -> None:
+    from helpers import running_worker, wait_state
+    from herder.client import HerderClient
+
+    settings = HerderSettings(redis_url=redis_server.url, lease_seconds=2)
+
+    async def seed() -> None:
+        async with HerderClient(settings) as c:
+            async with running_worker(settings, "web"):
+                for i in range(3):
+                    await c.enqueue("web", "echo", {"i": i}, id=f"ok{i}")
+                for i in range(3):
+                    await wait_state(c, f"ok{i}", "succeeded")
+            await c.enqueue("web", "echo", {}, id="later", delay=3600)
+            await c.enqueue("web", "echo", {}, id="again", delay=3600)
+
+    asyncio.run(seed())
+    with Server(settings, token=TOKEN) as srv:
+        ok = httpx.get(f"{srv.url}/api/queues/web/jobs?state=succeeded", headers=AUTH).json()
+        assert sorted(j["id"] for j in ok["items"]) == ["ok0", "ok1", "ok2"]
+        assert all(j["state"] == "succeeded" and j["finished_at"] for j in ok["items"])
+        for jid in ("later", "again"):
+            assert (
+                httpx.post(f"{srv.url}/api/jobs/{jid}/cancel?queue=web", headers=AUTH).json()["state"]
+                == "cancelled"
+            )
+        c = httpx.get(f"{srv.url}/api/queues/web/jobs?state=cancelled", headers=AUTH).json()
+        assert [j["id"] for j in c["items"]] == ["again", "later"] and c["counts"]["cancelled"] == 2
+        # a cancelled job retried is listed where it now is, not under cancelled any more
+        assert httpx.post(f"{srv.url}/api/jobs/again/retry?queue=web", headers=AUTH).status_code == 200
+        c = httpx.get(f"{srv.url}/api/queues/web/jobs?state=cancelled", headers=AUTH).json()
+        assert [j["id"] for j in c["items"]] == ["later"]
+        # and bulk works on them too: remove every succeeded job
+        r = httpx.post(
+            f"{srv.url}/api/queues/web/jobs/bulk",
+            json={"action": "remove", "state": "succeeded"},
+            headers=AUTH,
+        ).json()
+        assert r["done"] == 3
+        assert httpx.get(f"{srv.url}/api/queues/web/jobs?state=succeeded", headers=AUTH).json()["items"] == []
 
 
 def test_bulk_by_filter_and_by_ids(seeded: redis.Redis, redis_server: RedisProc) -> None:

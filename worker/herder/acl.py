@@ -139,7 +139,7 @@ ROLES: dict[str, Role] = {
             scripts=("claim", "finish", "progress", "enqueue", "trend"),
             commands=(
                 *("blpop", "rpush", "ltrim", "lindex", "llen", "zrem", "del", "multi", "exec"),
-                *("sadd", "smembers", "ping"),
+                *("sadd", "smembers", "ping", "zadd", "zremrangebyrank"),
             ),
             queue_keys=("*",),
             index="rw",
@@ -169,7 +169,7 @@ ROLES: dict[str, Role] = {
             "dashboard-ops",
             "the dashboard with the token: also pause, resume, cancel, remove, replay, drain",
             scripts=("status", "resume", "cancel", "remove", "replay", "drain"),
-            commands=(*_DASHBOARD_READ, "set"),
+            commands=(*_DASHBOARD_READ, "set", "zadd", "zremrangebyrank"),
             queue_keys=("*",),
             index="r",
             all_queues=True,

@@ -20,8 +20,9 @@ from redis.exceptions import NoScriptError
 
 from herder.errors import InvalidInput
 from herder.keys import QueueKeys
+from herder.recent import RECENT_STATES
 
-BROWSABLE = ("ready", "scheduled", "waiting", "active", "dead")
+BROWSABLE = ("ready", "scheduled", "waiting", "active", "dead", "succeeded", "cancelled")
 MAX_PAGE = 200
 MAX_SCAN = 5_000
 STEP = 1_000
@@ -139,8 +140,19 @@ class Browser:
             pipe.scard(self._key("waiting"))
             pipe.zcard(self._key("active"))
             pipe.zcard(self._key("dead"))
-            r, rc, s, w, a, d = await pipe.execute()
-        return {"ready": r + rc, "scheduled": s, "waiting": w, "active": a, "dead": d}
+            pipe.zcard(self.keys.recent("succeeded"))
+            pipe.zcard(self.keys.recent("cancelled"))
+            r, rc, s, w, a, d, ok, c = await pipe.execute()
+        # succeeded/cancelled: the recent-jobs index (bounded, may hold expired ids)
+        return {
+            "ready": r + rc,
+            "scheduled": s,
+            "waiting": w,
+            "active": a,
+            "dead": d,
+            "succeeded": ok,
+            "cancelled": c,
+        }
 
     async def _ids(self, state: str, offset: int, count: int) -> tuple[list[str], int]:
         """`count` ids of a state from position `offset` (newest first), and the state's total."""
@@ -164,9 +176,9 @@ class Browser:
                 start = max(0, offset - plain)
                 ids += list(await self.redis.zrange(self._key("readyc"), start, start + count - len(ids) - 1))
             return ids, plain + capped
-        key = self._key(state)
+        key = self.keys.recent(state) if state in RECENT_STATES else self._key(state)
         total = int(await self.redis.zcard(key))
-        if state in ("dead", "scheduled"):
+        if state in ("dead", "scheduled", *RECENT_STATES):
             ids = list(await self.redis.zrevrange(key, offset, offset + count - 1))
         else:
             ids = list(await self.redis.zrange(key, offset, offset + count - 1))
@@ -224,7 +236,8 @@ class Browser:
             by_id = {r["id"]: r for r in rows}
             for n, i in ids_kept:
                 r = by_id.get(i)
-                if r is not None and flt.matches(r):
+                # An index entry whose job moved on (replayed, removed, expired) is skipped.
+                if r is not None and r["state"] == state and flt.matches(r):
                     items.append(r)
                     if len(items) == limit:
                         nxt = pos + n + 1

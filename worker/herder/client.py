@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
-from herder import replies
+from herder import recent, replies
 from herder.connection import redis_client
 from herder.errors import CorruptData, InvalidInput, NotFound
 from herder.keys import (
@@ -243,7 +243,10 @@ class HerderClient:
         queue = queue or await self.find_queue(job_id)
         keys = self.keys(queue)
         r = await self.scripts.cancel(keys=[keys.job(job_id)], args=[keys.base, job_id])
-        return replies.cancel_state(job_id, r)
+        state = replies.cancel_state(job_id, r)
+        if state == "cancelled":  # a pending job, cancelled at once: list it for browsing
+            await recent.note_finished(self.redis, keys, [(job_id, state)])
+        return state
 
     async def remove(self, job_id: str, queue: str | None = None) -> None:
         queue = queue or await self.find_queue(job_id)

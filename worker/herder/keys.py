@@ -62,6 +62,12 @@ class QueueKeys:
     def control(self, worker_id: str) -> str:
         return f"{self.base}:ctl:{worker_id}"
 
+    def recent(self, state: str) -> str:
+        """Zset: id -> finish time (ms) of the latest `succeeded` or `cancelled` jobs, for
+        browsing (those states have no index of their own); bounded by RECENT_KEPT, advisory
+        (an entry may outlive its job: readers check the job's state)."""
+        return f"{self.base}:recent:{state}"
+
     @property
     def trend(self) -> str:
         """Hash: minute (epoch // 60) -> one trend sample (see lua/trend.lua); bounded, with a TTL."""

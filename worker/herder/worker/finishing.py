@@ -6,10 +6,11 @@ that another worker now owns."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from herder import metrics
+from herder import metrics, recent
 from herder.keys import QueueKeys
 from herder.logs import get_logger
 from herder.scripts import Scripts
@@ -20,7 +21,10 @@ log = get_logger("herder.worker")
 
 
 class FinishBatcher:
-    def __init__(self, scripts: Scripts, keyspace: QueueKeys, worker_id: str, keep_result_ms: int) -> None:
+    def __init__(
+        self, scripts: Scripts, keyspace: QueueKeys, worker_id: str, keep_result_ms: int, redis: Any = None
+    ) -> None:
+        self.redis = redis
         self.scripts = scripts
         self.keyspace = keyspace
         self.worker_id = worker_id
@@ -60,6 +64,13 @@ class FinishBatcher:
                 log.error("finish script failed", error=str(exc))
                 out = ["error"] * len(batch)
                 break
+        if self.redis is not None:
+            try:  # the browse index of finished jobs: advisory, after the outcomes are stored
+                await recent.note_finished(
+                    self.redis, self.keyspace, [(row[0], st) for (row, _), st in zip(batch, out, strict=True)]
+                )
+            except RedisError as exc:
+                log.info("recent-jobs index not updated", error=str(exc))
         for (_, fut), state in zip(batch, out, strict=True):
             if not fut.done():
                 fut.set_result(state)

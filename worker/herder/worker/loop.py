@@ -88,7 +88,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self.scripts = Scripts.register(redis)
         self.client = HerderClient(self.settings, tasks, redis=redis)
         self.keep_result_ms = script_keep_ms(keep_result)
-        self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms)
+        self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms, redis)
         self.reporter = Reporter(redis, self.scripts, self.keyspace, self.worker_id)
         self._trend_minute = 0
         super().__init__(

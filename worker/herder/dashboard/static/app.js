@@ -128,7 +128,7 @@
 
   // ---- one queue: jobs by state, workers, cron --------------------------------------------
 
-  const STATES = ["ready", "scheduled", "waiting", "active", "dead"];
+  const STATES = ["ready", "scheduled", "waiting", "active", "dead", "succeeded", "cancelled"];
 
   function queueView(queue, state, params) {
     state = STATES.includes(state) ? state : "ready";
