@@ -318,3 +318,113 @@ def test_redis_url_password_is_redacted(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert url_has_password(url) == ("s3cret" in url)
     assert "s3cret" not in redact_url(url)
+
+
+# ---- corrupt jobs in the worker -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", [{"payload": b'{"x": "\xff\xfe"}'}, {"payload": b"\xff"}, {"payload": "{not json"}]
+)
+async def test_worker_dead_letters_a_corrupt_job_and_runs_its_batch_mates(
+    settings: Any, client: HerderClient, bad: dict[str, bytes | str]
+) -> None:
+    from helpers import running_worker, wait_for, wait_state
+
+    async def raw_state(job_id: str) -> list[Any]:  # get_job would (rightly) refuse the hash
+        return list(
+            await client.redis.hmget(f"herder:{{default}}:job:{job_id}", "state", "attempts", "dead_reason")
+        )
+
+    await client.pause("default")  # both jobs are claimed in one batch once resumed
+    innocent = await client.enqueue("default", "echo", {"ok": 1})
+    corrupt = await client.enqueue("default", "echo", {"ok": 2})
+    await client.redis.hset(f"herder:{{default}}:job:{corrupt.id}", mapping=bad)
+    async with running_worker(settings, concurrency=4) as w:
+        await client.resume("default")
+        dead = await wait_for(lambda: raw_state(corrupt.id), lambda r: r[0] in ("dead", "succeeded"))
+        ok = await wait_state(client, innocent.id, "succeeded", "dead")
+        later = await client.enqueue("default", "echo", {"ok": 3})
+        assert (await wait_state(client, later.id, "succeeded", "dead")).state == "succeeded"
+        assert not w.exit_code
+    assert ok.state == "succeeded" and ok.attempts == 1
+    assert dead[0] == "dead" and dead[1] == "1" and "payload" in dead[2], dead
+
+
+# ---- size caps in the worker ----------------------------------------------------------------
+
+caps_app = TaskSet()
+
+
+@caps_app.task(max_attempts=1)
+async def big_result(ctx: JobContext, p: Any) -> str:
+    return "r" * 5_000_000
+
+
+@caps_app.task(max_attempts=1)
+async def big_error(ctx: JobContext, p: Any) -> None:
+    raise ValueError("e" * 10_000_000)
+
+
+@caps_app.task(max_attempts=1)
+async def chatty(ctx: JobContext, p: Any) -> str:
+    await ctx.progress({"blob": "p" * 5_000_000})
+    await ctx.log([{"n": i, "text": "l" * 50_000} for i in range(300)])
+    return "done"
+
+
+async def test_worker_caps_result_error_progress_and_log(settings: Any) -> None:
+    import json
+
+    from helpers import running_worker, wait_state
+    from herder.limits import TRUNCATED_KEY
+
+    capped = settings.model_copy(
+        update={
+            "max_result_bytes": 100_000,
+            "max_error_chars": 1000,
+            "max_traceback_chars": 2000,
+            "max_progress_bytes": 10_000,
+            "max_log_event_bytes": 1000,
+            "max_log_events": 50,
+        }
+    )
+    async with HerderClient(capped, caps_app) as c, running_worker(capped, tasks=caps_app):
+        r = await c.enqueue("default", "big_result")
+        e = await c.enqueue("default", "big_error")
+        ch = await c.enqueue("default", "chatty")
+        res = await wait_state(c, r.id, "succeeded", "dead")
+        err = await wait_state(c, e.id, "dead", "succeeded")
+        chat = await wait_state(c, ch.id, "succeeded", "dead")
+        log = await c.job_log(ch.id)
+        sizes = {f: await c.redis.hstrlen(f"herder:{{default}}:job:{r.id}", f) for f in ("result",)}
+    assert res.state == "succeeded" and res.result[TRUNCATED_KEY] is True and res.result["bytes"] > 5_000_000
+    assert sizes["result"] < 5000
+    assert err.state == "dead" and len(err.errors[0].message) <= 1000 and "truncated" in err.errors[0].message
+    assert len(err.errors[0].traceback) <= 2000
+    assert err.dead_reason is not None and len(err.dead_reason) <= 1100  # + "out of attempts (1/1): "
+    assert chat.state == "succeeded" and chat.progress is not None and chat.progress[TRUNCATED_KEY] is True
+    assert len(log) == 50 and all(len(json.dumps(ev)) <= 1200 for ev in log)
+
+
+async def test_unknown_task_names_fold_into_one_metric_label(settings: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    from helpers import running_worker, wait_state
+
+    ghosts = TaskSet()
+    for i in range(30):
+        ghosts.task(f"ghost{i}")(_noop)
+    async with HerderClient(settings, ghosts) as c:
+        ids = [(await c.enqueue("foldq", f"ghost{i}")).id for i in range(30)]
+        async with running_worker(settings, "foldq", tasks=TaskSet()):
+            for i in ids:
+                await wait_state(c, i, "dead")
+    labels = {
+        s.labels["task"]
+        for m in REGISTRY.collect()
+        if m.name == "herder_jobs"
+        for s in m.samples
+        if s.labels.get("queue") == "foldq"
+    }
+    assert labels == {"<unknown>"}

@@ -5,6 +5,8 @@ is idempotent, so a tick runs exactly once however many workers see it."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 
 from croniter import CroniterError, croniter
@@ -37,3 +39,16 @@ def due_ticks(expr: str, after: float, until: float, limit: int = 100) -> list[f
 
 def tick_job_id(task: str, tick: float) -> str:
     return f"cron-{task}-{int(tick)}"
+
+
+CRON_ID_PREFIX = "herder-cron-"  # under keys.RESERVED_ID_PREFIX: clients cannot enqueue it
+
+
+def cron_tick_id(task: str, tick: float, secret: str) -> str:
+    """The id every worker of a queue gives one tick of one cron task.
+
+    Deterministic for the workers (they share `secret`, kept in a worker-only key), so the
+    idempotent enqueue still runs each tick once; unpredictable for anyone without the secret,
+    so nobody can pre-create (squat) a tick's id to suppress it or run it with their payload."""
+    mac = hmac.new(secret.encode(), f"{task}\n{int(tick)}".encode(), hashlib.sha256).hexdigest()[:20]
+    return f"{CRON_ID_PREFIX}{task}-{int(tick)}-{mac}"

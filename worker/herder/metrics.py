@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+UNKNOWN_TASK = "<unknown>"  # the one label value every unregistered task name folds into
 JOBS = Counter("herder_jobs_total", "Finished job attempts by outcome", ["queue", "task", "outcome"])
 JOB_SECONDS = Histogram(
     "herder_job_duration_seconds",

@@ -78,9 +78,9 @@ class Job(BaseModel):
         """Decode a job hash. Anything in Redis may be corrupt: every failure is a CorruptData
         naming the job and the field, never a bare decoding exception."""
         job_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-        who = f"job {job_id[:200]!r}" if job_id and not _has_surrogates(job_id) else "a job"
+        who = f"job {job_id[:200]!r}" if job_id and not has_surrogates(job_id) else "a job"
         for k, v in raw.items():
-            if _has_surrogates(k) or _has_surrogates(v):
+            if has_surrogates(k) or has_surrogates(v):
                 raise CorruptData(f"{who}: field {k[:64]!r} is not valid UTF-8")
         try:
             return cls._decode(raw)
@@ -142,7 +142,7 @@ class _DecodeFailed(Exception):
         self.field, self.reason = field, reason
 
 
-def _has_surrogates(v: object) -> bool:
+def has_surrogates(v: object) -> bool:
     """True for text decoded from non-UTF-8 bytes (the client uses surrogateescape)."""
     if not isinstance(v, str):
         return False

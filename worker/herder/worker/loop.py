@@ -34,6 +34,7 @@ from herder.settings import HerderSettings
 from herder.tasks import JobContext, TaskSet
 from herder.worker import arq_adapter, outcome
 from herder.worker.arq_adapter import arq_functions
+from herder.worker.claimed import Claimed, decode_row
 from herder.worker.cron import cron_requests
 from herder.worker.finishing import FinishBatcher
 from herder.worker.health import OUTAGE_ERRORS, HealthMixin
@@ -89,7 +90,15 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self.client = HerderClient(self.settings, tasks, redis=redis)
         self.keep_result_ms = script_keep_ms(keep_result)
         self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms, redis)
-        self.reporter = Reporter(redis, self.scripts, self.keyspace, self.worker_id)
+        self.reporter = Reporter(
+            redis,
+            self.scripts,
+            self.keyspace,
+            self.worker_id,
+            max_progress_bytes=self.settings.max_progress_bytes,
+            max_event_bytes=self.settings.max_log_event_bytes,
+            max_events=self.settings.max_log_events,
+        )
         self._trend_minute = 0
         super().__init__(
             functions=arq_functions(tasks),
@@ -327,30 +336,22 @@ class HerderWorker(ShutdownMixin, HealthMixin):
     # ---- running one job -----------------------------------------------------------------
 
     def _start(self, row: list[Any]) -> None:
-        job_id, task_name, payload_json, attempt, timeout, max_attempts, backoff_json = row
-        token = str(attempt)
+        c = decode_row(row)
         ctx = JobContext(
-            job_id=job_id,
+            job_id=c.job_id,
             queue=self.herder_queue,
-            task=task_name,
-            attempt=int(attempt),
-            max_attempts=int(max_attempts),
+            task=c.task,
+            attempt=c.attempt,
+            max_attempts=c.max_attempts,
             worker_id=self.worker_id,
             state=self.ctx,
-            _progress=functools.partial(self.reporter.progress, job_id, token),
-            _log=functools.partial(self.reporter.log, job_id),
+            _progress=functools.partial(self.reporter.progress, c.job_id, c.token),
+            _log=functools.partial(self.reporter.log, c.job_id),
         )
-        task = asyncio.create_task(
-            self._run(
-                ctx,
-                token,
-                payload_json,
-                float(timeout) if timeout else self._task_timeout(task_name),
-                backoff_json,
-            )
-        )
-        self.running[job_id] = Running(job_id=job_id, token=token, task=task, ctx=ctx)
-        self.tasks[job_id] = task
+        timeout = c.timeout if c.timeout is not None else self._task_timeout(c.task)
+        task = asyncio.create_task(self._run(ctx, c.token, c, timeout, c.backoff_json))
+        self.running[c.job_id] = Running(job_id=c.job_id, token=c.token, task=task, ctx=ctx)
+        self.tasks[c.job_id] = task
         metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
 
     def _task_timeout(self, task_name: str) -> float | None:
@@ -358,9 +359,11 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         worker's timeout for the task, applied at run time."""
         return self.taskset.get(task_name).timeout if task_name in self.taskset else None
 
-    async def _execute(self, ctx: JobContext, payload_json: str, timeout: float | None) -> str:
+    async def _execute(self, ctx: JobContext, claimed: Claimed, timeout: float | None) -> str:
+        if claimed.problem:  # dead-lettered with the reason (InvalidInput: no retry)
+            raise InvalidInput(f"stored job cannot be decoded: {claimed.problem}")
         task = self.taskset.get(ctx.task)
-        payload = task.parse_payload(json.loads(payload_json))
+        payload = task.parse_payload(claimed.payload)
         if timeout:
             async with asyncio.timeout(timeout) as cm:
                 try:
@@ -371,15 +374,23 @@ class HerderWorker(ShutdownMixin, HealthMixin):
                     raise RetryableError("TimeoutError raised inside the task") from None
         else:
             result = await task.fn(ctx, payload)
-        return outcome.encode_result(result)
+        return outcome.encode_result(result, self.settings.max_result_bytes)
 
     async def _run(
-        self, ctx: JobContext, token: str, payload_json: str, timeout: float | None, backoff_json: str
+        self, ctx: JobContext, token: str, claimed: Claimed, timeout: float | None, backoff_json: str
     ) -> None:
         started = time.time()
-        attempt = outcome.Attempt(ctx.attempt, self.worker_id, started, timeout, backoff_json)
+        attempt = outcome.Attempt(
+            ctx.attempt,
+            self.worker_id,
+            started,
+            timeout,
+            backoff_json,
+            self.settings.max_error_chars,
+            self.settings.max_traceback_chars,
+        )
         try:
-            o = outcome.Outcome("ok", await self._execute(ctx, payload_json, timeout))
+            o = outcome.Outcome("ok", await self._execute(ctx, claimed, timeout))
         except asyncio.CancelledError as exc:
             reason_code = self.running[ctx.job_id].stop_reason if ctx.job_id in self.running else None
             if reason_code == "lost":
@@ -398,9 +409,12 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         if ctx.job_id in self.running:
             self.running[ctx.job_id].finishing = True
         elapsed = time.time() - started
-        metrics.JOB_SECONDS.labels(self.herder_queue, ctx.task).observe(elapsed)
+        # Only registered task names become label values: a queue full of jobs naming 20k
+        # unknown tasks must not create 20k series.
+        label = ctx.task if ctx.task in self.taskset else metrics.UNKNOWN_TASK
+        metrics.JOB_SECONDS.labels(self.herder_queue, label).observe(elapsed)
         final = await self._finish(ctx.job_id, token, o)
-        metrics.JOBS.labels(self.herder_queue, ctx.task, final).inc()
+        metrics.JOBS.labels(self.herder_queue, label, final).inc()
         if final == "succeeded":
             self.jobs_complete += 1
         elif final in ("dead", "cancelled"):

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import to_jsonable_python
 
 from herder.backoff import Backoff, retry_delay
 from herder.errors import InvalidInput, PermanentError, RetryableError
+from herder.limits import cap_text, encode_capped
 
-MAX_ERROR_MESSAGE = 2000
+MAX_ERROR_MESSAGE = 4096  # defaults of HerderSettings.max_error_chars / max_traceback_chars
+MAX_TRACEBACK = 16_384
 TRACEBACK_TAIL_LINES = 20
 
 
@@ -27,6 +28,8 @@ class Attempt:
     started: float
     timeout: float | None
     backoff_json: str
+    max_message: int = MAX_ERROR_MESSAGE  # caps on what the error record stores (settings)
+    max_traceback: int = MAX_TRACEBACK
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,11 @@ class Outcome:
     reason: str = ""
 
 
-def encode_result(result: Any) -> str:
-    """The stored result; one we cannot store is the task's bug, so it is not retried."""
+def encode_result(result: Any, limit: int = 1 << 20) -> str:
+    """The stored result (a truncation marker past `limit` bytes); one we cannot store at all
+    (not JSON, NaN included) is the task's bug, so it is not retried."""
     try:
-        return json.dumps(to_jsonable_python(result), separators=(",", ":"))
+        return encode_capped(result, limit)
     except Exception as exc:
         raise PermanentError(f"result is not JSON-serialisable: {exc}") from None
 
@@ -51,8 +55,8 @@ def error_record(a: Attempt, kind: str, etype: str, message: str, tb: str, now: 
             "attempt": a.attempt,
             "kind": kind,
             "type": etype,
-            "message": message[:MAX_ERROR_MESSAGE],
-            "traceback": tb,
+            "message": cap_text(message, a.max_message),
+            "traceback": cap_text(tb, a.max_traceback),
             "worker": a.worker_id,
             "started_at": a.started,
             "ended_at": now,
@@ -100,11 +104,11 @@ def failed(a: Attempt, exc: Exception, now: float, u: float, cause: BaseExceptio
         return Outcome("retry", data, retry_delay_ms(a.backoff_json, a.attempt, None, u), reason)
     if isinstance(exc, InvalidInput | ValidationError):
         data = _record(a, "permanent", exc, cause, type(exc).__name__, str(exc), "", now)
-        return Outcome("dead", data, 0, f"cannot run: {exc}")
+        return Outcome("dead", data, 0, cap_text(f"cannot run: {exc}", a.max_message))
     if isinstance(exc, PermanentError):
         data = _record(a, "permanent", exc, cause, type(exc).__name__, str(exc), traceback_tail(exc), now)
-        return Outcome("dead", data, 0, str(exc) or type(exc).__name__)
-    reason = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
+        return Outcome("dead", data, 0, cap_text(str(exc) or type(exc).__name__, a.max_message))
+    reason = cap_text(f"{type(exc).__name__}: {exc}", a.max_message)
     data = _record(a, "error", exc, cause, type(exc).__name__, str(exc), traceback_tail(exc), now)
     hint = exc.delay if isinstance(exc, RetryableError) else None
     return Outcome("retry", data, retry_delay_ms(a.backoff_json, a.attempt, hint, u), reason)
