@@ -27,6 +27,7 @@ USERS = {
     "dashboard-read": ("dashboard-read", []),
     "dashboard-ops": ("dashboard-ops", []),
     "exporter": ("exporter", []),
+    "api": ("api", []),
 }
 
 

@@ -92,6 +92,7 @@ class Role:
     read_keys: tuple[str, ...] = ()  # read-only patterns below prefix:{queue}:
     index: str = ""  # "", "r" (read the queue index) or "rw" (also add to it)
     all_queues: bool = False  # serves every queue (the operator, dashboard and exporter)
+    global_read_keys: tuple[str, ...] = ()  # read-only keys below prefix: outside any queue
 
     def all_commands(self) -> list[str]:
         cmds = set(self.commands)
@@ -175,6 +176,18 @@ ROLES: dict[str, Role] = {
             all_queues=True,
         ),
         Role(
+            "api",
+            "herder api: submit, read, follow and operate jobs of any queue its tokens allow; "
+            "reads the token records; WAIT for durable submissions",
+            scripts=("enqueue", "status", "cancel", "remove", "replay"),
+            # WAITAOF (Redis >= 7.2) is left out so the rule loads on 7.0; add +waitaof there.
+            commands=(*_DASHBOARD_READ, "sadd", "ping", "info", "wait"),
+            queue_keys=("*",),
+            index="rw",
+            all_queues=True,
+            global_read_keys=("api:tokens",),
+        ),
+        Role(
             "exporter",
             "herder metrics: queue depth, workers and counters at scrape time (read-only)",
             scripts=("status",),
@@ -193,6 +206,7 @@ def key_patterns(role: Role, prefix: str, queues: list[str]) -> list[str]:
     bases = [f"{prefix}:{{*}}:"] if role.all_queues else [f"{prefix}:{{{q}}}:" for q in queues]
     out = [f"~{b}{k}" for b in bases for k in role.queue_keys]
     out += [f"%R~{b}{k}" for b in bases for k in role.read_keys]
+    out += [f"%R~{prefix}:{k}" for k in role.global_read_keys]
     if role.index == "rw":
         out.append(f"~{queues_key(prefix)}")
     elif role.index == "r":
