@@ -329,3 +329,29 @@ def test_herder_worker_and_herder_arq_commands_run_an_arq_app(
             assert r.hget(f"herder:{{arq.queue}}:job:{jid}", "result") is not None, cmd
             assert '"n":' + str(i * 2) in r.hget(f"herder:{{arq.queue}}:job:{jid}", "result"), cmd
     r.close()
+
+
+async def test_hostile_inputs_are_refused_or_dead_lettered(
+    settings: HerderSettings, arq_redis: ArqRedis, make_worker: Any
+) -> None:
+    """Bad names are refused at enqueue (nothing written); a corrupt payload written straight
+    into Redis dead-letters its job at once instead of being retried."""
+    for bad in ({"_job_id": "has space"}, {"_queue_name": "q" * 300}):
+        with pytest.raises(InvalidInput):
+            await arq_redis.enqueue_job("add", 1, **bad)
+    with pytest.raises(InvalidInput):
+        await arq_redis.enqueue_job("f" * 500)
+    assert await arq_redis.keys("*") == []
+    w = make_worker([add])
+    corrupt = [
+        [1, 2],
+        {"args": "nope", "kwargs": {}},
+        {"args": [1], "kwargs": {}, "arq": {"job_try": "x"}},
+        {"args": [1], "kwargs": {}, "arq": {"enqueue_ms": 1.5}},
+    ]
+    async with HerderClient(settings, w.taskset) as c:
+        ids = [(await c.enqueue(herder_queue("arq:queue"), "add", p)).id for p in corrupt]
+        await w.main()
+        for i in ids:
+            job = await c.get_job(i, herder_queue("arq:queue"))
+            assert job.state == JobState.dead and job.attempts == 1, (job.payload, job.errors)

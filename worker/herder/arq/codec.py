@@ -18,6 +18,7 @@ from herder.errors import InvalidInput
 from herder.keys import QUEUE_RE
 
 ENVELOPE_KEYS = frozenset({"args", "kwargs", "arq"})
+META_INT_KEYS = ("enqueue_ms", "score", "job_try", "expires_at_ms")
 _BAD_QUEUE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _RETRY_TEXT = re.compile(r"^<Retry (?:defer ([0-9.]+)s|at [^>]*)>$")
 
@@ -93,6 +94,13 @@ def decode_call(payload: Any) -> tuple[list[Any], dict[str, Any], dict[str, Any]
         meta = payload.get("arq") or {}
         if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(meta, dict):
             raise InvalidInput("malformed arq job payload: args must be a list, kwargs an object")
+        for key in META_INT_KEYS:
+            value = meta.get(key)
+            # bool is an int in Python, and JSON numbers may be floats: both are corruption here.
+            if value is not None and (type(value) is not int or value < 0):
+                raise InvalidInput(f"malformed arq job payload: arq.{key} must be a non-negative integer")
+        if any(not isinstance(k, str) for k in kwargs):
+            raise InvalidInput("malformed arq job payload: keyword argument names must be strings")
         return args, kwargs, meta
     if payload is None:
         return [], {}, {}
