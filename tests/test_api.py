@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ import redis
 
 from api_server import ApiServer, auth, make_token
 from herder.api.app import ApiLimits
+from herder.api.tokens import FileTokenStore, Verb, append_token_file, new_token
 from herder.keys import api_tokens_key
 from herder.settings import HerderSettings
 from herder.tasks import load_taskset
@@ -260,6 +262,22 @@ def test_auth_failures(http: httpx.Client, r: redis.Redis) -> None:
     until_status(lambda: http.post("/v1/queues/a/jobs", json=job, headers=auth(submit_a)), 401)
     r.hset(api_tokens_key("herder"), rec.id, '{"id": "' + rec.id + '", "queues": ["*"]')
     assert http.post("/v1/queues/a/jobs", json=job, headers=auth(submit_a)).status_code == 401
+
+
+def test_token_file_store_and_a_corrupt_file_fails_closed(settings: HerderSettings, tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    token, record = new_token(["api"], [Verb.read])
+    append_token_file(path, record)
+    with (
+        ApiServer(settings, TASKS, store=FileTokenStore(path)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        assert http.get("/v1/queues/api", headers=auth(token)).status_code == 200
+        path.write_text("{broken")  # e.g. a bad Secret update
+        os.utime(path, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse clocks
+        until_status(lambda: http.get("/v1/queues/api", headers=auth(token)), 503)  # after the 1 s cache
+        resp = http.get("/v1/queues/api", headers=auth(token))
+        assert resp.status_code == 503 and resp.json() == {"detail": "token store unavailable"}
 
 
 def test_tokens_are_stored_hashed(r: redis.Redis) -> None:

@@ -31,12 +31,14 @@ from herder.client import HerderClient, check_queue
 from herder.errors import Conflict, CorruptData, InvalidInput, NotFound
 from herder.jobevents import parse_cursor
 from herder.keys import valid_id
+from herder.logs import get_logger
 from herder.models import Job, QueueStatus
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
 from herder.web.security import RequestCheck, SecurityMiddleware
 
 FACTS_TTL_S = 10.0
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,11 @@ async def authenticate(request: Request) -> TokenRecord:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
     parts = split_token(given.strip())
     s = st(request)
-    record = await s.token(parts[0]) if parts else None
+    try:
+        record = await s.token(parts[0]) if parts else None
+    except InvalidInput:  # a token file that no longer parses: fail closed, say nothing about it
+        log.error("token store unreadable; refusing every request until it is fixed")
+        raise ApiError(503, "token store unavailable") from None
     if parts is None or record is None or not verify(record, parts[1]):
         raise ApiError(401, "invalid or revoked token", challenge)
     # Only after the secret checked out, so bad guesses cannot spend a real token's budget.
