@@ -3,6 +3,7 @@ with a clear error before anything is written to Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -428,3 +429,39 @@ async def test_unknown_task_names_fold_into_one_metric_label(settings: Any) -> N
         if s.labels.get("queue") == "foldq"
     }
     assert labels == {"<unknown>"}
+
+
+# ---- cron tick ids cannot be squatted ---------------------------------------------------------
+
+
+async def test_cron_ticks_cannot_be_predicted_or_squatted(settings: Any) -> None:
+    import time
+
+    from helpers import running_worker, wait_for
+    from herder.cron import due_ticks
+
+    ran: list[tuple[str, Any]] = []
+    cron_app = TaskSet()
+
+    @cron_app.task(cron="* * * * * *", cron_payload={"who": "herder"})
+    async def tick(ctx: JobContext, p: Any) -> None:
+        ran.append((ctx.job_id, p))
+
+    async with HerderClient(settings, cron_app) as c:
+        # An attacker pre-creates every id the old scheme would use for the next 30 s.
+        now = time.time()
+        for t in due_ticks("* * * * * *", now - 1, now + 30):
+            await c.enqueue("default", "tick", {"who": "attacker"}, id=f"cron-tick-{int(t)}", at=t + 3600)
+            with pytest.raises(InvalidInput, match="reserved"):
+                await c.enqueue("default", "tick", {"who": "attacker"}, id=f"herder-cron-tick-{int(t)}")
+        async with (
+            running_worker(settings, tasks=cron_app, name="a"),
+            running_worker(settings, tasks=cron_app, name="b"),
+        ):
+            await wait_for(lambda: asyncio.sleep(0, len(ran)), lambda n: n >= 3, timeout=15)
+        secret = await c.redis.get("herder:{default}:cron-secret")
+    assert secret and len(secret) == 64
+    ids = [i for i, _ in ran]
+    assert len(ids) == len(set(ids))  # two workers, each tick once
+    assert all(p == {"who": "herder"} for _, p in ran)
+    assert all(i.startswith("herder-cron-tick-") and len(i.rsplit("-", 1)[1]) == 20 for i in ids)

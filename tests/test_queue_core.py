@@ -430,7 +430,7 @@ async def test_cron_tick_runs_once_however_many_workers(settings: HerderSettings
         ):
             await wait_for(lambda: asyncio.sleep(0, len(ticks)), lambda n: n >= 3, timeout=15)
         assert len(ticks) == len(set(ticks))
-        assert all(t.startswith("cron-tick-") for t in ticks)
+        assert all(t.startswith("herder-cron-tick-") for t in ticks)
 
 
 # ---- Redis settings ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Cron ticks: a pure function from an expression and a time window to the ticks inside it.
 
-Every worker enqueues each tick under the deterministic id ``cron-<task>-<epoch>``; the enqueue
-is idempotent, so a tick runs exactly once however many workers see it."""
+Every worker enqueues each tick under the same id, ``herder-cron-<task>-<epoch>-<mac>`` (the mac
+keyed by a secret only workers read); the enqueue is idempotent, so a tick runs exactly once
+however many workers see it, and nobody else can predict the id to squat it."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def due_ticks(expr: str, after: float, until: float, limit: int = 100) -> list[f
     return out
 
 
-def tick_job_id(task: str, tick: float) -> str:
-    return f"cron-{task}-{int(tick)}"
+def tick_job_id(task: str, tick: float, secret: str) -> str:
+    """Same as `cron_tick_id` (kept for readers that list a task's recent ticks)."""
+    return cron_tick_id(task, tick, secret)
 
 
 CRON_ID_PREFIX = "herder-cron-"  # under keys.RESERVED_ID_PREFIX: clients cannot enqueue it

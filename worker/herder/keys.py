@@ -82,6 +82,12 @@ class QueueKeys:
         return f"{self.base}:wake"
 
     @property
+    def cron_secret(self) -> str:
+        """The workers' shared secret for cron tick ids (herder.cron.cron_tick_id); producers'
+        ACL does not cover it (herder.acl), so they cannot predict a tick's id."""
+        return f"{self.base}:cron-secret"
+
+    @property
     def workers(self) -> str:
         return f"{self.base}:workers"
 

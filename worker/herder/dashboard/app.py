@@ -389,6 +389,8 @@ def create_app(
         keys = c.keys(queue)
         now = time.time()
         out = []
+        # Tick ids are keyed by the workers' secret (issue 10): none yet means no tick ran.
+        secret = str(await c.redis.get(keys.cron_secret) or "")
         for t in c.tasks:
             if not t.cron:
                 continue
@@ -396,7 +398,7 @@ def create_app(
             past = _prev_ticks(t.cron, now, 5)
             async with c.redis.pipeline(transaction=False) as pipe:
                 for tick in past:
-                    pipe.hmget(keys.job(tick_job_id(t.name, tick)), ["state", "finished_at"])
+                    pipe.hmget(keys.job(tick_job_id(t.name, tick, secret)), ["state", "finished_at"])
                 states = await pipe.execute()
             out.append(
                 {
@@ -404,7 +406,7 @@ def create_app(
                     "cron": t.cron,
                     "next": nxt,
                     "last": [
-                        {"tick": tick, "id": tick_job_id(t.name, tick), "state": st[0]}
+                        {"tick": tick, "id": tick_job_id(t.name, tick, secret), "state": st[0]}
                         for tick, st in zip(past, states, strict=True)
                     ],
                 }

@@ -35,7 +35,7 @@ from herder.tasks import JobContext, TaskSet
 from herder.worker import arq_adapter, outcome
 from herder.worker.arq_adapter import arq_functions
 from herder.worker.claimed import Claimed, decode_row
-from herder.worker.cron import cron_requests
+from herder.worker.cron import cron_requests, cron_secret
 from herder.worker.finishing import FinishBatcher
 from herder.worker.health import OUTAGE_ERRORS, HealthMixin
 from herder.worker.progress import Reporter
@@ -100,6 +100,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             max_events=self.settings.max_log_events,
         )
         self._trend_minute = 0
+        self._cron_secret: str | None = None
         super().__init__(
             functions=arq_functions(tasks),
             queue_name=self.keyspace.ready,
@@ -328,10 +329,13 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         until = (
             time.time() + self.hb_interval + 1.0
         )  # enqueue a little ahead; the job is scheduled at the tick
-        reqs = cron_requests(self.taskset, self._cron_checked, until)
+        if self._cron_secret is None:
+            self._cron_secret = await cron_secret(self.redis, self.keyspace)
+        reqs = cron_requests(self.taskset, self._cron_checked, until, self._cron_secret)
         self._cron_checked = until
         if reqs:
-            await self.client.enqueue_many(self.herder_queue, reqs)
+            # Tick ids carry the reserved prefix: only Herder itself may enqueue them.
+            await self.client.enqueue_many(self.herder_queue, reqs, allow_reserved=True)
 
     # ---- running one job -----------------------------------------------------------------
 
