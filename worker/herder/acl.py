@@ -120,6 +120,7 @@ _DASHBOARD_READ = (
     "multi",
     "exec",
     "evalsha_ro",
+    "get",  # the cron secret, to list a cron task's recent ticks by id
 )
 
 ROLES: dict[str, Role] = {
