@@ -24,6 +24,7 @@ from importlib.resources.abc import Traversable
 
 from herder.errors import InvalidInput
 from herder.keys import queues_key, valid_queue
+from herder.scripts import is_readonly
 
 _CALL_RE = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
 
@@ -37,19 +38,22 @@ def _lua_dir() -> Traversable:
 
 @cache
 def _prelude_functions() -> dict[str, str]:
-    """The shared prelude (lua/common.lua) split into its top-level functions' sources."""
-    src = (_lua_dir() / "common.lua").read_text()
-    starts = list(_FUNC_RE.finditer(src))
-    return {
-        m.group(1): src[m.start() : starts[i + 1].start() if i + 1 < len(starts) else len(src)]
-        for i, m in enumerate(starts)
-    }
+    """The shared Lua libraries (lua/lib/*.lua) split into their top-level functions' sources."""
+    out: dict[str, str] = {}
+    for lib in sorted((_lua_dir() / "lib").iterdir(), key=lambda p: p.name):
+        if not lib.name.endswith(".lua"):
+            continue
+        src = lib.read_text()
+        starts = list(_FUNC_RE.finditer(src))
+        for i, m in enumerate(starts):
+            out[m.group(1)] = src[m.start() : starts[i + 1].start() if i + 1 < len(starts) else len(src)]
+    return out
 
 
 @cache
 def script_commands(name: str) -> frozenset[str]:
-    """Every Redis command the Lua script `name` may call: its own, plus those of the prelude
-    functions it uses (transitively). Unused prelude functions do not widen a role."""
+    """Every Redis command the Lua script `name` may call: its own, plus those of the library
+    functions it uses (transitively). Unused library functions do not widen a role."""
     funcs = _prelude_functions()
     seen: set[str] = set()
     todo = [(_lua_dir() / f"{name}.lua").read_text()]
@@ -67,7 +71,10 @@ def script_commands(name: str) -> frozenset[str]:
 # Running a script: EVALSHA, and SCRIPT LOAD when the server does not know it yet (redis-py's
 # Script object retries NOSCRIPT that way). Plain EVAL is not needed and not granted.
 _SCRIPTING = ("evalsha", "script|load")
-# Queue-level keys the enqueue script writes (see lua/common.lua); everything a producer needs.
+# Read-only scripts (`-- @readonly`, e.g. status) run with EVALSHA_RO: read access to their keys
+# is enough, where EVALSHA would need write access to every key it declares.
+_SCRIPTING_RO = ("evalsha_ro", "script|load")
+# Queue-level keys the enqueue script writes (its KEYS header, and lua/lib/state.lua); everything a producer needs.
 _PRODUCER_KEYS = (
     "job:*",
     "children:*",
@@ -98,8 +105,10 @@ class Role:
         cmds = set(self.commands)
         for s in self.scripts:
             cmds |= script_commands(s)
-        if self.scripts:
+        if any(not is_readonly(s) for s in self.scripts):
             cmds |= set(_SCRIPTING)
+        if any(is_readonly(s) for s in self.scripts):
+            cmds |= set(_SCRIPTING_RO)
         return sorted(cmds)
 
 
@@ -151,8 +160,8 @@ ROLES: dict[str, Role] = {
             "read every queue's status and drain/undrain workers for scale-down",
             scripts=("status", "drain"),
             commands=("smembers", "sscan", "exists"),
-            # EVALSHA needs write access to the keys it declares (status: ready; drain: worker:*).
-            queue_keys=("ready", "worker:*", "ctl:*"),
+            # EVALSHA needs write access to the keys it declares (drain: the worker's own keys).
+            queue_keys=("worker:*", "ctl:*"),
             read_keys=("*",),
             index="r",
             all_queues=True,
@@ -162,7 +171,7 @@ ROLES: dict[str, Role] = {
             "the dashboard without the token: queues, jobs, DLQ, logs (read-only)",
             scripts=("status",),
             commands=_DASHBOARD_READ,
-            queue_keys=("ready",),  # declared by the status script; EVALSHA checks it as writable
+            queue_keys=(),  # status runs with EVALSHA_RO: read_keys suffice
             read_keys=("*",),
             index="r",
             all_queues=True,
@@ -193,7 +202,7 @@ ROLES: dict[str, Role] = {
             "herder metrics: queue depth, workers and counters at scrape time (read-only)",
             scripts=("status",),
             commands=("smembers", "sscan"),
-            queue_keys=("ready",),  # declared by the status script; EVALSHA checks it as writable
+            queue_keys=(),  # status runs with EVALSHA_RO: read_keys suffice
             read_keys=("*",),
             index="r",
             all_queues=True,

@@ -1,6 +1,6 @@
 """Browsing a queue's jobs by state, page by page, with filters; bounded work per request.
 
-Each state has an index in Redis (see lua/common.lua): ready (two zsets: plain and with
+Each state has an index in Redis (see keys.QUEUE_KEYS and lua/lib/state.lua): ready (two zsets: plain and with
 capability requirements), scheduled (zset by due time), waiting (a set), active (zset by lease
 expiry), dead (zset by time of death). Lists come newest first where the index has a time.
 A filter walks the index in pages and stops after `MAX_SCAN` ids, returning a cursor to go on:

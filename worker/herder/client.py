@@ -129,7 +129,6 @@ class HerderClient:
         ids = [s["id"] for s in specs]
         if len(set(ids)) != len(ids):
             raise InvalidInput("duplicate job ids within one batch")
-        args = [keys.base, json.dumps(specs)]
         # The queue index lives outside the queue's slot, so it cannot join the script. It is
         # written first (once per client and queue), after a read probe of the queue's keys:
         # a caller without rights on the index or the queue (NOPERM) or with an unknown parent
@@ -138,7 +137,7 @@ class HerderClient:
             await self._precheck_new_queue(keys, specs)
             await self.redis.sadd(queues_key(self.settings.key_prefix), queue)
         try:
-            rows = await self.scripts.enqueue(keys=[keys.job(ids[0])], args=args)
+            rows = await self.scripts.enqueue(keys, json.dumps(specs))
         except ResponseError as exc:
             invalid = replies.invalid_from_error(str(exc))
             if invalid is not None:
@@ -153,7 +152,7 @@ class HerderClient:
         in_batch = {s["id"] for s in specs}
         parents = sorted({p for s in specs for p in s["parents"]} - in_batch)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(f"{keys.base}:seq")
+            pipe.exists(keys.seq)
             for p in parents:
                 pipe.exists(keys.job(p))
             found = (await pipe.execute())[1:]
@@ -226,23 +225,23 @@ class HerderClient:
     async def status(self, queue: str) -> QueueStatus:
         keys = self.keys(queue)
         lease_ms = int(self.settings.lease_seconds * 1000)
-        reply = await self.scripts.status(keys=[keys.ready], args=[keys.base, lease_ms])
+        reply = await self.scripts.status(keys, lease_ms)
         return replies.queue_status(queue, reply)
 
     # ---- operate -------------------------------------------------------------------------
 
     async def pause(self, queue: str) -> None:
-        await self.redis.set(f"{self.keys(queue).base}:paused", "1")
+        await self.redis.set(self.keys(queue).paused, "1")
 
     async def resume(self, queue: str) -> None:
         keys = self.keys(queue)
-        await self.scripts.resume(keys=[keys.ready], args=[keys.base])
+        await self.scripts.resume(keys)
 
     async def cancel(self, job_id: str, queue: str | None = None) -> str:
         """Cancel a pending job (at once) or an active one (cooperatively). Returns the new state."""
         queue = queue or await self.find_queue(job_id)
         keys = self.keys(queue)
-        r = await self.scripts.cancel(keys=[keys.job(job_id)], args=[keys.base, job_id])
+        r = await self.scripts.cancel(keys, job_id)
         state = replies.cancel_state(job_id, r)
         if state == "cancelled":  # a pending job, cancelled at once: list it for browsing
             await recent.note_finished(self.redis, keys, [(job_id, state)])
@@ -251,17 +250,21 @@ class HerderClient:
     async def remove(self, job_id: str, queue: str | None = None) -> None:
         queue = queue or await self.find_queue(job_id)
         keys = self.keys(queue)
-        r = await self.scripts.remove(keys=[keys.job(job_id)], args=[keys.base, job_id])
+        r = await self.scripts.remove(keys, job_id)
         replies.check_removed(job_id, r)
 
     async def replay(self, queue: str, job_ids: Iterable[str]) -> dict[str, str]:
-        """Move dead (or cancelled) jobs back to ready. Returns id -> new state or reason."""
+        """Move dead (or cancelled) jobs back to ready. Returns id -> new state or reason
+        (see replies.ReplayResult.text)."""
+        return {i: r.text for i, r in (await self.replay_results(queue, job_ids)).items()}
+
+    async def replay_results(self, queue: str, job_ids: Iterable[str]) -> dict[str, replies.ReplayResult]:
         keys = self.keys(queue)
         ids = list(job_ids)
         if not ids:
             return {}
         # A job whose task this client no longer knows would only die again: refuse it.
-        rows: dict[str, str] = {}
+        rows: dict[str, replies.ReplayResult] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.hget(keys.job(i), "task")
@@ -269,23 +272,23 @@ class HerderClient:
         todo = []
         for i, t in zip(ids, tasks, strict=True):
             if t is None:
-                rows[i] = "notfound"
+                rows[i] = replies.ReplayResult("notfound")
             elif t not in self.tasks:
-                rows[i] = f"unknown task '{t}'"
+                rows[i] = replies.ReplayResult("unknown_task", t)
             else:
                 todo.append(i)
         if todo:
-            out = await self.scripts.replay(keys=[keys.ready], args=[keys.base, *todo])
+            out = replies.replay_results(await self.scripts.replay(keys, *todo))
             rows.update(zip(todo, out, strict=True))
         return {i: rows[i] for i in ids}
 
     async def retry(self, job_id: str, queue: str | None = None) -> str:
         queue = queue or await self.find_queue(job_id)
-        return replies.retry_state(job_id, (await self.replay(queue, [job_id]))[job_id])
+        return replies.retry_state(job_id, (await self.replay_results(queue, [job_id]))[job_id])
 
     async def dlq_ids(self, queue: str, limit: int | None = None) -> list[str]:
         end = -1 if limit is None else limit - 1
-        return list(await self.redis.zrange(f"{self.keys(queue).base}:dead", 0, end))
+        return list(await self.redis.zrange(self.keys(queue).dead, 0, end))
 
     async def dlq_list(self, queue: str, limit: int = 100) -> list[Job]:
         """Dead jobs as summaries: payload, result, progress left out (read with get_job), so a
@@ -321,15 +324,13 @@ class HerderClient:
 
     async def drain_worker(self, queue: str, worker_id: str, *, exit: bool = True) -> None:
         keys = self.keys(queue)
-        ok = await self.scripts.drain(
-            keys=[keys.worker(worker_id)], args=[keys.base, worker_id, "1", "1" if exit else "0"]
-        )
+        ok = await self.scripts.drain(keys, worker_id, "1", "1" if exit else "0")
         if not ok:
             raise NotFound(f"no live worker {worker_id!r} in queue {queue!r}")
 
     async def undrain_worker(self, queue: str, worker_id: str) -> None:
         keys = self.keys(queue)
-        ok = await self.scripts.drain(keys=[keys.worker(worker_id)], args=[keys.base, worker_id, "0", "0"])
+        ok = await self.scripts.drain(keys, worker_id, "0", "0")
         if not ok:
             raise NotFound(f"no live worker {worker_id!r} in queue {queue!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from herder.errors import Conflict, InvalidInput, NotFound
@@ -62,28 +63,87 @@ def queue_status(queue: str, reply: list[Any]) -> QueueStatus:
     )
 
 
-def cancel_state(job_id: str, r: str) -> str:
-    if r == "notfound":
+def cancel_state(job_id: str, reply: list[str]) -> str:
+    """cancel.lua -> the job's new state: cancelled, or cancelling (its worker was asked)."""
+    code, detail = reply
+    if code == "notfound":
         raise NotFound(f"no job with id {job_id!r}")
-    if r.startswith("final:"):
-        raise Conflict(f"job {job_id} is already {r[6:]}")
-    return str(r)
+    if code == "final":
+        raise Conflict(f"job {job_id} is already {detail}")
+    return str(code)
 
 
-def check_removed(job_id: str, r: str) -> None:
-    if r == "notfound":
+def check_removed(job_id: str, reply: list[str]) -> None:
+    code, _ = reply
+    if code == "notfound":
         raise NotFound(f"no job with id {job_id!r}")
-    if r == "active":
+    if code == "active":
         raise Conflict(f"job {job_id} is running; cancel it instead")
 
 
-def retry_state(job_id: str, r: str) -> str:
-    if r == "notfound":
+@dataclass(frozen=True)
+class ReplayResult:
+    """What replaying one job did. code: ok (detail: its new state), notfound, state (detail:
+    its current, not replayable state), blocked (detail: the dead parent), unknown_task (detail:
+    the task this client does not know; decided in Python)."""
+
+    code: str
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        """The one-word summary the CLI and dashboard show: the new state, or why not."""
+        if self.code == "ok":
+            return self.detail
+        if self.code == "notfound":
+            return "notfound"
+        if self.code == "unknown_task":
+            return f"unknown task '{self.detail}'"
+        return f"{self.code}:{self.detail}"
+
+
+def replay_results(reply: list[list[str]]) -> list[ReplayResult]:
+    return [ReplayResult(str(code), str(detail)) for code, detail in reply]
+
+
+def retry_state(job_id: str, r: ReplayResult) -> str:
+    if r.code == "notfound":
         raise NotFound(f"no job with id {job_id!r}")
-    if r.startswith("unknown task"):
-        raise InvalidInput(f"cannot retry {job_id}: {r} (not registered in this app)")
-    if r.startswith("state:"):
-        raise Conflict(f"job {job_id} is {r[6:]}; only dead or cancelled jobs can be retried")
-    if r.startswith("blocked:"):
-        raise Conflict(f"job {job_id} depends on dead job {r[8:]}: retry that one first")
-    return r
+    if r.code == "unknown_task":
+        raise InvalidInput(f"cannot retry {job_id}: {r.text} (not registered in this app)")
+    if r.code == "state":
+        raise Conflict(f"job {job_id} is {r.detail}; only dead or cancelled jobs can be retried")
+    if r.code == "blocked":
+        raise Conflict(f"job {job_id} depends on dead job {r.detail}: retry that one first")
+    return r.detail
+
+
+@dataclass(frozen=True)
+class ClaimReply:
+    # one row per claimed job: {id, task, payload, attempt (= lease token), timeout, max_attempts,
+    # backoff}; decoded per job by herder.worker.claimed.decode_row, which must never fail the
+    # batch for one corrupt job.
+    rows: list[list[Any]]
+    now_ms: int  # Redis's clock
+    next_due_ms: int | None  # the earliest scheduled job
+    next_expiry_ms: int | None  # the earliest lease expiry
+    paused: bool
+    draining: int  # 0 no, 1 draining, 2 draining and exit when drained
+    lost: list[str]  # jobs this worker no longer holds: stop them
+    cancels: list[str]  # jobs whose cancel was requested
+    expired: int  # leases reaped by this call
+
+
+def claim_reply(raw: list[Any]) -> ClaimReply:
+    jobs, now, next_due, next_expiry, paused, draining, lost, cancels, expired = raw
+    return ClaimReply(
+        rows=list(jobs),
+        now_ms=int(now),
+        next_due_ms=int(next_due) if next_due else None,
+        next_expiry_ms=int(next_expiry) if next_expiry else None,
+        paused=bool(int(paused)),
+        draining=int(draining),
+        lost=list(lost),
+        cancels=list(cancels),
+        expired=int(expired),
+    )

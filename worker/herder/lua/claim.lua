@@ -1,11 +1,21 @@
--- One round trip for an idle or finishing worker: heartbeat (optional), reap expired leases
--- (optional), promote due scheduled jobs, and claim up to N of the best ready jobs.
--- ARGV: base, worker_id, n, lease_ms, worker_caps_json, heartbeat_json ('' = none), reap ('1'/'0')
+-- claim: one round trip for an idle or finishing worker: heartbeat (optional), reap expired
+-- leases (optional), promote due scheduled jobs, and claim up to N of the best ready jobs.
+-- KEYS: ready readyc scheduled waiting active dead stats wake workers paused
+-- ARGV: 1 key base, 2 worker id, 3 n (jobs wanted), 4 lease ms, 5 worker capabilities (JSON
+--       array), 6 heartbeat JSON {fields, jobs: [[id, token]...]} ('' = no heartbeat),
+--       7 reap expired leases '1' | '0'
+-- Reply: {jobs, now_ms, next_due_ms|'', next_expiry_ms|'', paused 0|1, draining 0|1|2,
+--         lost ids, cancel ids, expired count}; each job is
+--         {id, task, payload, attempt (= lease token), timeout|'', max_attempts, backoff JSON}.
+--         Decoded by herder.replies.ClaimReply.
+-- @include time
+-- @include errors
+-- @include state_active
 local wid = ARGV[2]
 local n = tonumber(ARGV[3])
 local lease = tonumber(ARGV[4])
 local now = now_ms()
-local wk = base .. ':worker:' .. wid
+local wk = worker_key(wid)
 local lost, cancels = {}, {}
 
 -- Heartbeat: refresh the registry entry and extend the leases this worker still holds.
@@ -21,7 +31,7 @@ if ARGV[6] ~= '' then
   redis.call('ZADD', K_WORKERS, now, wid)
   for _, pair in ipairs(hb.jobs) do
     local jid, tok = pair[1], tostring(pair[2])
-    local f = redis.call('HMGET', jkey(jid), 'state', 'worker', 'lease', 'cancel')
+    local f = redis.call('HMGET', job_key(jid), 'state', 'worker', 'lease', 'cancel')
     if f[1] == 'active' and f[2] == wid and f[3] == tok then
       redis.call('ZADD', K_ACTIVE, 'XX', now + lease, jid)
       if f[4] == '1' then cancels[#cancels + 1] = jid end
@@ -35,44 +45,44 @@ local dflags = redis.call('HMGET', wk, 'draining', 'exit_when_drained')
 local draining = dflags[1] == '1' and (dflags[2] == '1' and 2 or 1) or 0
 
 -- Reap: a lease that ran out means its worker died (or was partitioned for a whole lease).
+-- The attempt counts as failed: retried with the job's backoff, or dead when it was the last.
 local expired_n = 0
 if ARGV[7] == '1' then
   local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, 100)
   for _, jid in ipairs(expired) do
     redis.call('ZREM', K_ACTIVE, jid)
-    local k = jkey(jid)
-    local f = redis.call('HMGET', k, 'state', 'worker', 'attempts', 'max_attempts', 'cancel', 'started_at')
+    local k = job_key(jid)
+    local f = redis.call('HMGET', k, 'state', 'worker', 'attempts', 'max_attempts', 'cancel', 'started_at', 'backoff')
     if f[1] == 'active' then
       expired_n = expired_n + 1
       redis.call('HINCRBY', K_STATS, 'lease_expired', 1)
       local att = tonumber(f[3])
-      append_error(k, err_json(att, 'lease_expired', 'LeaseExpired',
-        'lease expired: worker ' .. f[2] .. ' stopped heartbeating', f[2],
+      local why = 'lease expired: worker ' .. f[2] .. ' stopped heartbeating'
+      append_error(k, err_json(att, 'lease_expired', 'LeaseExpired', why, f[2],
         tonumber(f[6]) / 1000, now / 1000))
       redis.call('HSET', k, 'worker', '', 'lease', '')
       if f[5] == '1' then
         to_cancelled(jid, now)
         resolve_children(jid, false, 'was cancelled', now)
-      elseif att >= tonumber(f[4]) then
-        to_dead(jid, 'lease expired on the last attempt (' .. att .. '/' .. f[4] .. ')', now)
-        resolve_children(jid, false, 'failed', now)
       else
-        make_ready(jid, true)
+        -- the draw for the jitter: from the clock, as scripts have no free randomness
+        local u = ((now + expired_n * 7919) % 2001) / 1000 - 1
+        after_failed_attempt(jid, att, tonumber(f[4]), backoff_ms(f[7], att, u), why, now)
       end
     end
   end
   local gone = redis.call('ZRANGEBYSCORE', K_WORKERS, '-inf', now - lease, 'LIMIT', 0, 100)
   for _, w in ipairs(gone) do
     redis.call('ZREM', K_WORKERS, w)
-    redis.call('DEL', base .. ':worker:' .. w, base .. ':ctl:' .. w)
+    redis.call('DEL', worker_key(w), ctl_key(w))
   end
 end
 
 -- Promote scheduled jobs whose time has come.
-local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', now, 'LIMIT', 0, 1000)
+local due = redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', now, 'LIMIT', 0, 1000)
 for _, jid in ipairs(due) do
-  redis.call('ZREM', K_SCHED, jid)
-  make_ready(jid, false)
+  redis.call('ZREM', K_SCHEDULED, jid)
+  to_ready(jid, false)
 end
 if #due > n then wakes = wakes + #due - n end
 
@@ -93,7 +103,7 @@ if paused == 0 and draining == 0 and n > 0 then
         local sc = tonumber(rc[j + 1])
         if best_score and sc >= best_score then break end
         local ok = true
-        for _, need in ipairs(cjson.decode(redis.call('HGET', jkey(rc[j]), 'caps'))) do
+        for _, need in ipairs(cjson.decode(redis.call('HGET', job_key(rc[j]), 'caps'))) do
           if not caps[need] then ok = false break end
         end
         if ok then best, best_score, src = rc[j], sc, K_READYC break end
@@ -101,11 +111,8 @@ if paused == 0 and draining == 0 and n > 0 then
     end
     if not best then break end
     redis.call('ZREM', src, best)
-    local k = jkey(best)
-    local att = redis.call('HINCRBY', k, 'attempts', 1)
-    redis.call('HSET', k, 'state', 'active', 'worker', wid, 'started_at', now, 'lease', att)
-    redis.call('ZADD', K_ACTIVE, now + lease, best)
-    local f = redis.call('HMGET', k, 'task', 'payload', 'timeout', 'max_attempts', 'backoff')
+    local att = to_active(best, wid, now, lease)
+    local f = redis.call('HMGET', job_key(best), 'task', 'payload', 'timeout', 'max_attempts', 'backoff')
     jobs[#jobs + 1] = {best, f[1], f[2], att, f[3], f[4], f[5]}
   end
 end
@@ -115,6 +122,6 @@ if paused == 1 or (redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_R
 end
 flush_wakes()
 
-local nd = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+local nd = redis.call('ZRANGE', K_SCHEDULED, 0, 0, 'WITHSCORES')
 local na = redis.call('ZRANGE', K_ACTIVE, 0, 0, 'WITHSCORES')
 return {jobs, now, nd[2] or '', na[2] or '', paused, draining, lost, cancels, expired_n}

@@ -1,12 +1,17 @@
--- Enqueue a batch of jobs atomically. ARGV[2] = JSON array of job specs.
--- An existing id is returned as is (idempotency key); an unknown parent fails the whole batch.
+-- enqueue: a batch of jobs, atomically. An existing id is returned as is (idempotency key); an
+-- unknown parent fails the whole batch before anything is written.
+-- KEYS: ready readyc scheduled waiting dead stats wake seq
+-- ARGV: 1 key base, 2 JSON array of job specs (herder.wire.encode_job)
+-- Reply: one {id, state, created 0|1} per spec; error `INVALID <reason>` for bad input.
+-- @include time
+-- @include state
 local specs = cjson.decode(ARGV[2])
 local now = now_ms()
 local seen = {}
 for _, s in ipairs(specs) do
-  if redis.call('EXISTS', jkey(s.id)) == 0 then
+  if redis.call('EXISTS', job_key(s.id)) == 0 then
     for _, p in ipairs(s.parents) do
-      if not seen[p] and redis.call('EXISTS', jkey(p)) == 0 then
+      if not seen[p] and redis.call('EXISTS', job_key(p)) == 0 then
         return redis.error_reply('INVALID unknown parent job id ' .. p .. ' (of job ' .. s.id .. ')')
       end
     end
@@ -15,7 +20,7 @@ for _, s in ipairs(specs) do
 end
 local out = {}
 for _, s in ipairs(specs) do
-  local k = jkey(s.id)
+  local k = job_key(s.id)
   local existing = redis.call('HGET', k, 'state')
   if existing then
     out[#out + 1] = {s.id, existing, 0}
@@ -28,29 +33,28 @@ for _, s in ipairs(specs) do
       run_at = now + tonumber(s.delay_ms)
     end
     redis.call('HSET', k, 'id', s.id, 'queue', s.queue, 'task', s.task, 'payload', s.payload,
-      'priority', s.priority, 'state', 'waiting', 'attempts', 0, 'max_attempts', s.max_attempts,
+      'priority', s.priority, 'attempts', 0, 'max_attempts', s.max_attempts,
       'backoff', s.backoff, 'timeout', s.timeout, 'parents', s.parents_json,
       'run_regardless', s.run_regardless, 'caps', s.caps, 'labels', s.labels,
       'enqueued_at', now, 'run_at', run_at, 'seq', seq, 'errors', '[]', 'pending', 0)
     local pending, dead_parent = 0, nil
     for _, p in ipairs(s.parents) do
-      local pst = redis.call('HGET', jkey(p), 'state')
+      local pst = redis.call('HGET', job_key(p), 'state')
       if pst == 'dead' or pst == 'cancelled' then
         if s.run_regardless ~= '1' and not dead_parent then
           dead_parent = 'parent ' .. p .. (pst == 'dead' and ' failed' or ' was cancelled')
         end
       elseif pst ~= 'succeeded' then
         pending = pending + 1
-        redis.call('SADD', base .. ':children:' .. p, s.id)
+        redis.call('SADD', children_key(p), s.id)
       end
     end
     if dead_parent then
       to_dead(s.id, dead_parent, now)
     elseif pending > 0 then
-      redis.call('HSET', k, 'pending', pending)
-      redis.call('SADD', K_WAITING, s.id)
+      to_waiting(s.id, pending)
     else
-      make_pending(s.id, now, true)
+      to_pending(s.id, now, true)
     end
     redis.call('HINCRBY', K_STATS, 'enqueued', 1)
     out[#out + 1] = {s.id, redis.call('HGET', k, 'state'), 1}

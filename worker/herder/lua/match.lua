@@ -1,4 +1,4 @@
--- Which of the given jobs match a filter (read-only; standalone, no common.lua prelude).
+-- Which of the given jobs match a filter (read-only; standalone, no lua/lib includes).
 -- Used by the dashboard's job browser so a filter over thousands of jobs is one round trip
 -- without shipping every job's fields to Python.
 -- KEYS: 1 the first job hash (routes the call to the queue's slot); every job hash is

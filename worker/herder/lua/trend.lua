@@ -1,6 +1,6 @@
 -- Record one per-minute trend sample of a queue, at most once per minute (the first caller wins;
 -- every worker calls it each heartbeat, so a queue with any live worker gets a sample a minute).
--- Standalone (no common.lua prelude): every fixed key arrives in KEYS.
+-- Standalone (no lua/lib includes): every fixed key arrives in KEYS.
 -- KEYS: 1 trend hash, 2 stats hash, 3 ready, 4 readyc, 5 scheduled, 6 waiting, 7 active, 8 dead,
 --       9 workers zset
 -- ARGV: 1 key base (worker and job hashes: same hash tag), 2 lease_ms, 3 retention (minutes),

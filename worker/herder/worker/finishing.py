@@ -45,13 +45,13 @@ class FinishBatcher:
         if not batch:
             return
         queue = self.keyspace.queue
-        args = [self.keyspace.base, self.worker_id, str(self.keep_result_ms)]
+        args = [self.worker_id, str(self.keep_result_ms)]
         for row, _ in batch:
             args.extend(row)
         delay = 0.1
         while True:
             try:
-                out = await self.scripts.finish(keys=[self.keyspace.ready], args=args)
+                out = await self.scripts.finish(self.keyspace, *args)
                 break
             except OUTAGE_ERRORS as exc:
                 # The outcome is kept in memory and written once Redis is back; the lease fences it.

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from herder import __version__, metrics, trends
+from herder import __version__, metrics, replies, trends
 from herder.client import HerderClient
 from herder.connection import redis_client
 from herder.errors import InvalidInput, RetryableError
@@ -236,28 +236,27 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             await self._wait(free=0)  # nothing to claim and no heartbeat due: no round trip
             return
         reap = self._healthy_since is not None and now - self._healthy_since >= self.settings.lease_seconds
-        res = await self.scripts.claim(
-            keys=[self.keyspace.ready],
-            args=[
-                self.keyspace.base,
+        res = replies.claim_reply(
+            await self.scripts.claim(
+                self.keyspace,
                 self.worker_id,
                 want,
                 self.lease_ms,
                 json.dumps(self.capabilities),
                 self._heartbeat_payload() if hb_due else "",
                 "1" if reap else "0",
-            ],
+            )
         )
         self._redis_up()
-        jobs, redis_now, next_due, next_expiry, _paused, draining, lost, cancels, _expired = res
         if hb_due:
             self._next_hb = now + self.hb_interval
             await self._run_cron()
             await self._record_trend()
-        self._apply_control(int(draining), lost, cancels)
-        redis_now_s = int(redis_now) / 1000
-        self._next_due = now + (int(next_due) / 1000 - redis_now_s) if next_due else None
-        self._next_expiry = now + (int(next_expiry) / 1000 - redis_now_s) if next_expiry else None
+        self._apply_control(res.draining, res.lost, res.cancels)
+        redis_now_s = res.now_ms / 1000
+        self._next_due = now + (res.next_due_ms / 1000 - redis_now_s) if res.next_due_ms else None
+        self._next_expiry = now + (res.next_expiry_ms / 1000 - redis_now_s) if res.next_expiry_ms else None
+        jobs = res.rows
         for row in jobs:
             self._start(row)
         if self.burst:

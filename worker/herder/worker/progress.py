@@ -42,14 +42,7 @@ class Reporter:
     async def progress(self, job_id: str, token: str, data: dict[str, Any]) -> None:
         try:
             await self.scripts.progress(
-                keys=[self.keyspace.job(job_id)],
-                args=[
-                    self.keyspace.base,
-                    job_id,
-                    token,
-                    self.worker_id,
-                    encode_lenient(data, self.max_progress_bytes),
-                ],
+                self.keyspace, job_id, token, self.worker_id, encode_lenient(data, self.max_progress_bytes)
             )
         except RedisError as exc:
             log.warning("progress not stored", job=job_id, error=str(exc))

@@ -1,0 +1,150 @@
+"""The Lua interface: headers match bodies, keys are named once, every state write is a named
+helper, docs/queue.md's tables match the code, and the Lua rules agree with the Python ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from herder.backoff import Backoff, retry_delay
+from herder.client import HerderClient
+from herder.keys import KEY_FAMILIES, QUEUE_KEYS
+from herder.scripts import (
+    SCRIPT_NAMES,
+    ScriptError,
+    lua_dir,
+    parse_keys,
+    spec,
+    state_helpers,
+    transitions,
+)
+from herder.settings import HerderSettings
+
+ROOT = Path(__file__).parent.parent
+LUA = ROOT / "worker" / "herder" / "lua"
+DOC = (ROOT / "docs" / "queue.md").read_text()
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_every_script_has_a_header_matching_its_body(name: str) -> None:
+    text = (LUA / f"{name}.lua").read_text()
+    head = text.split("\n\n", 1)[0]
+    for field in ("-- KEYS:", "-- ARGV:", "-- Reply:"):
+        assert field in head, f"{name}.lua header lacks {field}"
+    spec(name)  # raises ScriptError when the KEYS line and the body disagree
+
+
+def test_a_header_that_lies_does_not_load() -> None:
+    with pytest.raises(ScriptError, match="unknown queue key"):
+        parse_keys("-- KEYS: ready bogus\n", "x")
+    with pytest.raises(ScriptError, match="unknown key family"):
+        parse_keys("-- KEYS: nope(2)\n", "x")
+    with pytest.raises(ScriptError, match="twice"):
+        parse_keys("-- KEYS: ready ready\n", "x")
+
+
+def test_key_names_live_in_python_only() -> None:
+    """No script spells a queue key or key family itself: only the generated bindings do."""
+    names = "|".join([*QUEUE_KEYS, *KEY_FAMILIES])
+    inline = re.compile(rf"':({names})\b")
+    for path in [*LUA.glob("*.lua"), *LUA.glob("lib/*.lua")]:
+        if path.stem in ("match", "trend"):
+            continue  # standalone scripts of the dashboard (they take the key base in ARGV)
+        assert not inline.search(path.read_text()), f"{path.name} builds a key name inline"
+
+
+def test_state_is_written_only_by_the_transition_helpers() -> None:
+    write = re.compile(r"'HM?SET',[^\n]*'state',")
+    for path in [*LUA.glob("*.lua"), *LUA.glob("lib/*.lua")]:
+        if not path.name.startswith("state"):
+            assert not write.search(path.read_text()), f"{path.name} writes a job state itself"
+    # one helper per target state, and every state has one
+    helpers = state_helpers()
+    assert sorted(helpers.values()) == sorted(set(helpers.values()))
+    assert set(helpers.values()) == {
+        "waiting", "scheduled", "ready", "active", "succeeded", "dead", "cancelled"
+    }  # fmt: skip
+
+
+def test_docs_state_table_matches_the_code() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \|[^|]*\|[^|]*\| ([a-z, ]+) \|$", DOC, re.M)
+    assert rows, "docs/queue.md has no state table"
+    documented = {state: (helper, {s.strip() for s in scripts.split(",")}) for state, helper, scripts in rows}
+    helpers = {state: fn for fn, state in state_helpers().items()}
+    code = transitions()
+    assert documented.keys() == code.keys()
+    for state, (helper, scripts) in documented.items():
+        assert helper == helpers[state], state
+        assert scripts == code[state], f"{state}: docs say {sorted(scripts)}, code {sorted(code[state])}"
+
+
+def test_docs_list_every_key() -> None:
+    for k in QUEUE_KEYS:
+        assert f"`herder:{{q}}:{k}`" in DOC, k
+    for f in KEY_FAMILIES:
+        assert f"`herder:{{q}}:{f}:<id>`" in DOC, f
+
+
+def test_libraries_exist_for_every_include() -> None:
+    for name in SCRIPT_NAMES:
+        for lib in spec(name).includes:
+            assert (lua_dir() / "lib" / f"{lib}.lua").is_file()
+
+
+async def test_lua_backoff_agrees_with_python(settings: HerderSettings) -> None:
+    """rules.lua's backoff_ms (used when a lease expires) is backoff.py's formula."""
+    rules = (LUA / "lib" / "rules.lua").read_text()
+    probe = rules + "\nreturn backoff_ms(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))"
+    async with HerderClient(settings) as c:
+        for policy in (Backoff(), Backoff(base_seconds=0.5, factor=3, max_seconds=40, jitter=0.5)):
+            for attempt in (1, 2, 5, 30):
+                for u in (-1.0, -0.3, 0.0, 0.7, 1.0):
+                    got = await c.redis.eval(probe, 0, policy.model_dump_json(), attempt, u)
+                    want = int(retry_delay(policy, attempt, u) * 1000)
+                    assert abs(int(got) - want) <= 1, (policy, attempt, u, got, want)
+        # a corrupt policy (the job hash is producer-writable) falls back to the defaults
+        assert int(await c.redis.eval(probe, 0, "{not json", 1, 0)) == 1000
+
+
+async def _claim_and_expire(c: HerderClient, queue: str, job_id: str) -> None:
+    """Claim the job with a 50 ms lease as a worker that then vanishes, and reap it as another."""
+    keys = c.keys(queue)
+    got = await c.scripts.claim(keys, "gone", 1, 50, "[]", "", "0")
+    assert [j[0] for j in got[0]] == [job_id]
+
+    async def redis_ms() -> int:
+        sec, usec = await c.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    expiry = int(await c.redis.zscore(keys.active, job_id))
+    while await redis_ms() <= expiry:  # waits on Redis's clock passing the lease, not a sleep
+        pass
+    reply = await c.scripts.claim(keys, "reaper", 0, 10_000, "[]", "", "1")
+    assert int(reply[8]) == 1  # one lease reaped
+
+
+async def test_an_expired_lease_retries_with_the_jobs_backoff(settings: HerderSettings) -> None:
+    async with HerderClient(settings) as c:
+        policy = Backoff(base_seconds=30, factor=2, jitter=0)
+        job = await c.enqueue("lq", "echo", {"x": 1}, max_attempts=3, backoff=policy)
+        await _claim_and_expire(c, "lq", job.id)
+        j = await c.get_job(job.id, "lq")
+        assert j.state == "scheduled" and j.attempts == 1
+        assert j.errors[0].kind == "lease_expired" and j.errors[0].worker == "gone"
+        due = int(await c.redis.zscore(c.keys("lq").scheduled, job.id))
+        sec, usec = await c.redis.time()
+        assert 28_000 <= due - (int(sec) * 1000 + int(usec) // 1000) <= 30_000
+        assert (await c.status("lq")).counters["retried"] == 1
+
+
+async def test_an_expired_lease_on_the_last_attempt_dead_letters_by_the_same_rule(
+    settings: HerderSettings,
+) -> None:
+    async with HerderClient(settings) as c:
+        job = await c.enqueue("lq", "echo", {"x": 1}, max_attempts=1)
+        await _claim_and_expire(c, "lq", job.id)
+        j = await c.get_job(job.id, "lq")
+        assert j.state == "dead"
+        assert j.dead_reason == "out of attempts (1/1): lease expired: worker gone stopped heartbeating"

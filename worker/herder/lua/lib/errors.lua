@@ -1,0 +1,15 @@
+-- A job's failure history: a JSON array kept as a string; appending is a string splice (no
+-- decode/encode of the whole history).
+local function append_error(k, err_json)
+  local cur = redis.call('HGET', k, 'errors')
+  if not cur or cur == '' or cur == '[]' then
+    redis.call('HSET', k, 'errors', '[' .. err_json .. ']')
+  else
+    redis.call('HSET', k, 'errors', string.sub(cur, 1, -2) .. ',' .. err_json .. ']')
+  end
+end
+
+local function err_json(attempt, kind, etype, message, worker, started, ended)
+  return cjson.encode({attempt = attempt, kind = kind, type = etype, message = message,
+    traceback = '', worker = worker, started_at = started, ended_at = ended})
+end

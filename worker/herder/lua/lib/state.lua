@@ -1,0 +1,129 @@
+-- @include wake
+-- @include rules
+-- The job state machine: every write of a job's `state` field happens here, one helper per
+-- target state (docs/queue.md has the table; tests/test_lua_interface.py checks it against
+-- this file). Each helper also moves the job between the queue's state sets.
+
+local PRI_SPAN = 1099511627776          -- 2^40: FIFO sequence space within one priority level
+
+-- Lower score = claimed first: higher priority, then enqueue order.
+local function score_of(prio, seq) return (1000 - prio) * PRI_SPAN + seq end
+
+local function to_ready(id, wake)
+  local k = job_key(id)
+  local f = redis.call('HMGET', k, 'priority', 'seq', 'caps')
+  local s = score_of(tonumber(f[1]), tonumber(f[2]))
+  if f[3] and f[3] ~= '' then
+    redis.call('ZADD', K_READYC, s, id)
+  else
+    redis.call('ZADD', K_READY, s, id)
+  end
+  redis.call('HSET', k, 'state', 'ready')
+  if wake then wakes = wakes + 1 end
+end
+
+local function to_scheduled(id, due, wake)
+  redis.call('ZADD', K_SCHEDULED, due, id)
+  redis.call('HSET', job_key(id), 'state', 'scheduled')
+  if wake then wakes = wakes + 1 end  -- idle workers re-arm their timers
+end
+
+local function to_waiting(id, pending)
+  redis.call('HSET', job_key(id), 'state', 'waiting', 'pending', pending)
+  redis.call('SADD', K_WAITING, id)
+end
+
+-- Parents are resolved: the job is ready now, or scheduled if its run-at is in the future.
+local function to_pending(id, now, wake)
+  local run_at = tonumber(redis.call('HGET', job_key(id), 'run_at') or '')
+  if run_at and run_at > now then
+    to_scheduled(id, run_at, wake)
+  else
+    to_ready(id, wake)
+  end
+end
+
+local function to_succeeded(id, result, now)
+  redis.call('HSET', job_key(id), 'state', 'succeeded', 'result', result, 'finished_at', now, 'lease', '')
+  redis.call('HINCRBY', K_STATS, 'succeeded', 1)
+end
+
+local function to_dead(id, reason, now)
+  redis.call('HSET', job_key(id), 'state', 'dead', 'dead_reason', reason, 'finished_at', now, 'worker', '')
+  redis.call('ZADD', K_DEAD, now, id)
+  redis.call('HINCRBY', K_STATS, 'dead', 1)
+end
+
+local function to_cancelled(id, now)
+  redis.call('HSET', job_key(id), 'state', 'cancelled', 'finished_at', now, 'worker', '')
+  redis.call('HINCRBY', K_STATS, 'cancelled', 1)
+end
+
+local function remove_from_pending_sets(id)
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_READYC, id)
+  redis.call('ZREM', K_SCHEDULED, id)
+  redis.call('SREM', K_WAITING, id)
+end
+
+-- A parent reached a final state. ok=true: it succeeded. Otherwise `why` says what happened
+-- ("failed", "was cancelled", "was removed"); children die with it unless run_regardless.
+local function resolve_children(id, ok, why, now)
+  local stack = {{id, ok, why}}
+  while #stack > 0 do
+    local item = table.remove(stack)
+    local pid, pok, pwhy = item[1], item[2], item[3]
+    local ck = children_key(pid)
+    local kids = redis.call('SMEMBERS', ck)
+    redis.call('DEL', ck)
+    for _, cid in ipairs(kids) do
+      local k = job_key(cid)
+      if redis.call('HGET', k, 'state') == 'waiting' then
+        if pok or redis.call('HGET', k, 'run_regardless') == '1' then
+          if redis.call('HINCRBY', k, 'pending', -1) <= 0 then
+            redis.call('SREM', K_WAITING, cid)
+            to_pending(cid, now, true)
+          end
+        else
+          redis.call('SREM', K_WAITING, cid)
+          to_dead(cid, 'parent ' .. pid .. ' ' .. pwhy, now)
+          table.insert(stack, {cid, false, 'failed'})
+        end
+      end
+    end
+  end
+end
+
+-- An attempt failed in a way that may be retried (an error, a timeout, an expired lease): dead
+-- when attempts are exhausted, else retried after `delay_ms` (0: ready at once). The job is
+-- already off the lease set. Returns the new state.
+local function after_failed_attempt(id, attempts, max_attempts, delay_ms, reason, now)
+  if attempts_exhausted(attempts, max_attempts) then
+    to_dead(id, 'out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now)
+    resolve_children(id, false, 'failed', now)
+    return 'dead'
+  end
+  redis.call('HINCRBY', K_STATS, 'retried', 1)
+  if delay_ms > 0 then
+    to_scheduled(id, now + delay_ms, true)
+    return 'scheduled'
+  end
+  to_ready(id, true)
+  return 'ready'
+end
+
+-- The worker stopped mid-task (hand-back): ready again at once; free of charge while
+-- handback_is_free, else it spends the attempt (dead when that was the last one).
+local function after_handback(id, attempts, max_attempts, reason, now)
+  local hb = redis.call('HINCRBY', job_key(id), 'handbacks', 1)
+  if handback_is_free(hb) then
+    redis.call('HINCRBY', job_key(id), 'attempts', -1)
+  elseif attempts_exhausted(attempts, max_attempts) then
+    to_dead(id, 'handed back ' .. hb .. ' times, out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now)
+    resolve_children(id, false, 'failed', now)
+    return 'dead'
+  end
+  redis.call('HINCRBY', K_STATS, 'handed_back', 1)
+  to_ready(id, true)
+  return 'ready'
+end
