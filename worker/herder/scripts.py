@@ -48,7 +48,7 @@ _KEYS_RE = re.compile(r"^-- KEYS:(.*)$", re.M)
 _INCLUDE_RE = re.compile(r"^-- @include (\w+)\s*$", re.M)
 _READONLY_RE = re.compile(r"^-- @readonly\b", re.M)
 _FAMILY_RE = re.compile(r"^(\w+)\((\d+)\)$")
-_USE_RE = re.compile(r"\bK_([A-Z]+)\b")
+_USE_RE = re.compile(r"\bK_([A-Z_]+)\b")
 
 
 class ScriptError(ValueError):
