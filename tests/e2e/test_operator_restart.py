@@ -91,9 +91,9 @@ def test_restart_mid_stabilization_and_cooldown_and_drain_keeps_the_memory(
     until(lambda: arun(lambda cl: cl.status("e2e"), url), lambda s: len(s.workers) == 1, 60, "first worker")
 
     async def enqueue(cl: HerderClient) -> list[str]:
-        return [(await cl.enqueue("e2e", "sleep", {"seconds": 1.0})).id for _ in range(3)]
+        return [(await cl.enqueue("e2e", "sleep", {"seconds": 5.0})).id for _ in range(3)]
 
-    ids = arun(enqueue, url)
+    ids = arun(enqueue, url)  # 5 s each: a backlog the operator sees even on a slow machine
     until(lambda: c.replicas("rs"), lambda n: n == 3, 60, "scaled up to 3")
     until(
         lambda: states(url, ids),
