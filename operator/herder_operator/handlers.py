@@ -42,7 +42,9 @@ from herder_operator.spec import (
 log = logging.getLogger(__name__)
 PEERING_NAME = "herder-operator"
 TIMER_INTERVAL = 1.0  # the timer ticks every second; spec.pollIntervalSeconds decides when to step
-BACKOFF_MAX = 300.0  # seconds between retries of a failing TaskQueue, at most
+BACKOFF_MAX = 300.0  # seconds between retries of a TaskQueue that fails the same way, at most
+TRANSIENT_BACKOFF_MAX = 30.0  # for errors that may go away by themselves (API hiccups, timeouts)
+PERMANENT = frozenset({"DeploymentRejected", "Rejected", "Forbidden", "SecretKeyMissing", "NotFound"})
 PEERING_LIFETIME = 15  # seconds a crashed operator's peering entry blocks a successor, at most
 
 
@@ -302,12 +304,18 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     return "ReconcileError", f"{type(exc).__name__}: {exc}"[:1024]
 
 
+def backoff(reason: str, attempts: int) -> float:
+    """2, 4, 8 ... seconds; capped lower for failures that usually heal by themselves."""
+    cap = BACKOFF_MAX if reason in PERMANENT else TRANSIENT_BACKOFF_MAX
+    return min(cap, 2.0 ** min(max(attempts, 1), 16))
+
+
 def _failed(uid: str, body: Any, patch: Any, status: Any, meta: Any, exc: BaseException, now: float) -> None:
     """A handler failed: say so on the TaskQueue (condition + Warning Event), retry with backoff."""
     reason, message = describe_failure(exc)
     prev = FAILURES.get(uid)
     attempts = (prev.attempts if prev is not None else 0) + 1
-    delay = min(BACKOFF_MAX, 2.0 ** min(attempts, 16))
+    delay = backoff(reason, attempts)
     FAILURES[uid] = Failure(attempts, now + delay, reason, message)
     if prev is None or (prev.reason, prev.message) != (reason, message):
         # The traceback once per distinct failure, not once per retry.
