@@ -465,3 +465,33 @@ async def test_cron_ticks_cannot_be_predicted_or_squatted(settings: Any) -> None
     assert len(ids) == len(set(ids))  # two workers, each tick once
     assert all(p == {"who": "herder"} for _, p in ran)
     assert all(i.startswith("herder-cron-tick-") and len(i.rsplit("-", 1)[1]) == 20 for i in ids)
+
+
+def test_cli_password_in_redis_url_is_warned_and_never_echoed(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from herder.cli import app
+    from redis_proc import RedisProc
+
+    proc = RedisProc(tmp_path / "pw", extra=["--requirepass", "s3cret-pw"]).start()
+    try:
+        url = f"redis://:s3cret-pw@127.0.0.1:{proc.port}/0"
+        ok = CliRunner().invoke(app, ["queues", "--redis-url", url], env={"HERDER_REDIS_URL": None})
+        assert ok.exit_code == 0, ok.stderr
+        assert "HERDER_REDIS_PASSWORD" in ok.stderr and "s3cret-pw" not in ok.stdout + ok.stderr
+        bad = CliRunner().invoke(app, ["queues", "--redis-url", "redis://:s3cret-pw@127.0.0.1:1/0"])
+        assert bad.exit_code == 1 and "s3cret-pw" not in bad.stdout + bad.stderr
+    finally:
+        proc.stop()
+
+
+def test_cli_acl_prints_the_generated_rule() -> None:
+    from typer.testing import CliRunner
+
+    from herder.acl import acl_rule
+    from herder.cli import app
+
+    r = CliRunner().invoke(app, ["acl", "worker", "--queue", "q1"])
+    assert r.exit_code == 0 and r.stdout.strip() == acl_rule("worker", ["q1"])
+    bad = CliRunner().invoke(app, ["acl", "worker"])
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "--queue" in bad.stderr

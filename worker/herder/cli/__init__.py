@@ -3,7 +3,8 @@
 One module per command group, each registering on the root app in app.py:
   enqueue.py (enqueue, enqueue-many) · inspect.py (job, status, queues) ·
   operate.py (pause, resume, retry, remove, cancel, drain) · dlq.py (dlq ...) ·
-  processes.py (worker, metrics, dashboard, up, version) · api.py (api, token ..., schema)
+  processes.py (worker, metrics, dashboard, up, version) · api.py (api, token ..., schema) ·
+  acl.py (acl: a role's Redis ACL rule)
 Shared options, settings and exit codes: common.py. Printing: render.py.
 
 To add a command group: create a module that imports `app` from herder.cli.app and registers
@@ -25,6 +26,7 @@ COMMAND_MODULES = (
     "operate",
     "processes",
     "api",
+    "acl",
 )
 
 for _name in COMMAND_MODULES:

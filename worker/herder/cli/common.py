@@ -5,15 +5,17 @@ written —, 1 anything else)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from herder.client import HerderClient
 from herder.errors import Conflict, HerderError, InvalidInput, NotFound
-from herder.settings import HerderSettings
+from herder.settings import PASSWORD_IN_URL_WARNING, HerderSettings, url_has_password
 from herder.tasks import TaskSet, load_taskset
 
 T = TypeVar("T")
@@ -29,13 +31,23 @@ QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Queue of th
 
 
 def fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"herder: {message}", err=True)
+    # One line, whatever the message quotes (a name with a newline, a multi-line Redis error).
+    one_line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    typer.echo(f"herder: {one_line[:2000]}", err=True)
     raise typer.Exit(code)
 
 
 def settings_for(redis_url: str | None) -> HerderSettings:
+    if redis_url and url_has_password(redis_url) and os.environ.get("HERDER_REDIS_URL") != redis_url:
+        typer.echo(f"herder: warning: {PASSWORD_IN_URL_WARNING}", err=True)
     try:
         return HerderSettings(redis_url=redis_url) if redis_url else HerderSettings()
+    except ValidationError as exc:  # the messages only: pydantic's text would echo the URL
+        fail(
+            2,
+            "invalid settings: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+        )
     except ValueError as exc:
         fail(2, f"invalid settings: {exc}")
 

@@ -14,6 +14,8 @@ from herder.cli.common import AppOpt, AsJson, RedisUrl, fail, run
 from herder.cli.render import out
 from herder.client import JobRequest
 
+MAX_FILE_BYTES = 256 << 20  # a batch is at most MAX_BATCH jobs of at most 1 MiB payload each
+
 
 def _parse_at(value: str) -> datetime:
     try:
@@ -53,6 +55,8 @@ def enqueue(
         data = json.loads(payload) if payload is not None else None
     except json.JSONDecodeError as exc:
         fail(2, f"--payload is not valid JSON: {exc}")
+    except RecursionError:
+        fail(2, "--payload is nested too deeply")
     labels: dict[str, str] = {}
     for item in label or []:
         k, sep, v = item.partition("=")
@@ -88,15 +92,25 @@ def enqueue_many(
     app_spec: AppOpt = None,
 ) -> None:
     """Enqueue many jobs in one atomic round trip; prints one id per line."""
-    stream = sys.stdin if file == "-" else open(file)
+    try:  # every way a file can be bad is one line and exit 2, before anything is written
+        if file == "-":
+            text = sys.stdin.buffer.read(MAX_FILE_BYTES + 1).decode("utf-8")
+        else:
+            with open(file, "rb") as fh:
+                text = fh.read(MAX_FILE_BYTES + 1).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(2, f"--file {file!r} is not UTF-8 text: {exc.reason} at byte {exc.start}")
+    except OSError as exc:
+        fail(2, f"cannot read --file {file!r}: {exc.strerror or exc}")
+    if len(text) > MAX_FILE_BYTES:
+        fail(2, f"--file {file!r} is larger than {MAX_FILE_BYTES} bytes: split it")
     reqs = []
-    with stream:
-        for n, line in enumerate(stream, 1):
-            if line.strip():
-                try:
-                    reqs.append(JobRequest.model_validate_json(line))
-                except ValueError as exc:
-                    fail(2, f"line {n}: {exc}".replace("\n", " "))
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                reqs.append(JobRequest.model_validate_json(line))
+            except (ValueError, RecursionError) as exc:
+                fail(2, f"line {n}: {str(exc)[:500]}".replace("\n", " "))
     results = run(redis_url, lambda c: c.enqueue_many(queue, reqs), app_spec)
     for r in results:
         typer.echo(r.id)
