@@ -104,3 +104,11 @@ def test_schema_has_every_task_payload_and_result(worker_env: dict[str, str]) ->
     )
     bad = herder(worker_env, "schema", "--app", "no_such_module_xyz")
     assert bad.returncode == 2 and "cannot import" in bad.stderr
+
+
+def test_the_cli_does_not_import_the_web_stack() -> None:
+    # Every `herder` call pays for its imports (tests poll `herder job` in a loop): FastAPI is
+    # loaded by `herder api` only.
+    code = "import sys, herder.cli; assert not [m for m in sys.modules if m.startswith(('fastapi', 'starlette'))]"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr

@@ -25,7 +25,6 @@ from herder.connection import redis_client
 from herder.errors import InvalidInput
 from herder.settings import HerderSettings
 from herder.tasks import load_taskset
-from herder.web.security import default_allowed_hosts, is_loopback
 
 TokensFile = Annotated[
     Path | None,
@@ -143,6 +142,7 @@ def api(
 
     from herder.api.app import ApiLimits, create_app
     from herder.logs import configure
+    from herder.web.security import default_allowed_hosts, is_loopback
 
     configure()
     settings = settings_for(redis_url)
