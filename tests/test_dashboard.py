@@ -43,10 +43,15 @@ class Server:
         *,
         read_token: str | None = None,
         allowed_hosts: Iterable[str] = (),
+        max_streams: int = 64,
     ) -> None:
         self.port = free_port()
         app = create_app(
-            settings, token=token or "", read_token=read_token or "", allowed_hosts=list(allowed_hosts)
+            settings,
+            token=token or "",
+            read_token=read_token or "",
+            allowed_hosts=list(allowed_hosts),
+            max_streams=max_streams,
         )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2
@@ -365,6 +370,20 @@ def test_event_stream_resumes_with_last_event_id(seeded: redis.Redis, redis_serv
         again = read({**AUTH, "Last-Event-ID": "2"}, 2)
         assert [(k, i) for k, i, _ in again] == [("snapshot", "2"), ("log", "3")] and again[1][2]["n"] == 2
         assert httpx.get(f"{srv.url}/api/jobs/r0/events?queue=web").status_code == 401
+        # a stream stays open and delivers what happens later (pushed, not reconnect-polled)
+        with httpx.stream("GET", f"{srv.url}/api/jobs/r1/events?queue=web", headers=AUTH, timeout=30) as live:
+            lines = live.iter_lines()
+            assert next(line for line in lines if line.startswith("event: ")) == "event: snapshot"
+            seeded.rpush("herder:{web}:log:r1", json.dumps({"type": "herder", "late": True}))
+            assert next(line for line in lines if line.startswith("data: ")).startswith("data: {")
+            late = next(line for line in lines if line.startswith("data: "))
+            assert json.loads(late[6:]) == {"type": "herder", "late": True}
+    with Server(settings, token=TOKEN, max_streams=1) as srv:
+        # live streams are capped: while one is open, another is refused (429), not queued
+        with httpx.stream("GET", f"{srv.url}/api/jobs/r0/events?queue=web", headers=AUTH, timeout=30) as held:
+            next(held.iter_lines())  # the stream is open and counted
+            with httpx.stream("GET", f"{srv.url}/api/jobs/r1/events?queue=web", headers=AUTH) as r:
+                assert r.status_code == 429
 
 
 def test_succeeded_and_cancelled_jobs_are_browsable(redis_server: RedisProc) -> None:

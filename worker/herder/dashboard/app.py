@@ -39,7 +39,9 @@ FIELD_CAP = 65_536  # bytes of one stored value (payload, result, progress) show
 RAW_FIELDS = ("payload", "result", "progress", "errors")
 MAX_BULK = 10_000
 MAX_STREAMS = 64
-STREAM_SECONDS = 1_800.0  # one SSE response at most; the page resumes with Last-Event-ID
+# One SSE response at most; the page resumes with Last-Event-ID. Short, because a client that
+# went away is only noticed when its response ends (see _EventStream): it bounds a lost slot.
+STREAM_SECONDS = 60.0
 KEEPALIVE_SECONDS = 15.0
 QUEUE_LIST_TTL = 2.0
 
@@ -79,6 +81,7 @@ def create_app(
     bind_host: str = "127.0.0.1",
     allowed_hosts: Iterable[str] | None = None,
     poll_interval: float = 0.25,
+    max_streams: int = MAX_STREAMS,
 ) -> FastAPI:
     # None: read from the environment; "" (or unset): no such token.
     tokens = Tokens(
@@ -89,7 +92,7 @@ def create_app(
     hosts = default_allowed_hosts(
         bind_host, allowed_hosts if allowed_hosts is not None else _env_list("HERDER_DASHBOARD_ALLOWED_HOSTS")
     )
-    streams = asyncio.Semaphore(MAX_STREAMS)
+    streams = asyncio.Semaphore(max_streams)
     queue_cache: dict[str, Any] = {"at": 0.0, "names": []}
 
     @asynccontextmanager
@@ -321,9 +324,9 @@ def create_app(
             try:
                 yield "retry: 1000\n\n"
                 started = last = time.monotonic()
+                # No is_disconnected() polling: Starlette cancels this generator when the client
+                # goes away (and polling receive() here raced its own disconnect listener).
                 while not reader.done and time.monotonic() - started < STREAM_SECONDS:
-                    if await request.is_disconnected():
-                        return
                     try:
                         batch = await reader.poll()
                     except RedisError as exc:
@@ -343,7 +346,7 @@ def create_app(
             finally:
                 streams.release()
 
-        return StreamingResponse(
+        return _EventStream(
             gen(),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
@@ -414,6 +417,17 @@ def create_app(
         return out
 
     return app
+
+
+class _EventStream(StreamingResponse):
+    """An SSE response that ends when its generator does (at most STREAM_SECONDS). Starlette's
+    receive()-based disconnect listener got an `http.disconnect` from uvicorn right after the
+    response started while the client was still reading, and cancelled every live stream at
+    once (the page then reconnected each second: polling in disguise). uvicorn drops writes to
+    a gone client silently, so such a stream holds its slot until STREAM_SECONDS at most."""
+
+    async def listen_for_disconnect(self, receive: Any) -> None:
+        await asyncio.Event().wait()
 
 
 def _valid_queue(name: str) -> bool:
