@@ -208,7 +208,9 @@ def test_resubmitting_the_same_id_is_idempotent(http: httpx.Client, r: redis.Red
     token, _ = make_token(r, ["api"], "submit,read")
     job = {"task": "echo", "id": "order-42", "payload": {"a": 1}, "delay": 3600}
     first = http.post("/v1/queues/api/jobs", json=job, headers=auth(token))
-    again = http.post("/v1/queues/api/jobs", json={**job, "payload": {"a": 2}}, headers=auth(token))
+    again = http.post("/v1/queues/api/jobs", json=job, headers=auth(token))
+    other = http.post("/v1/queues/api/jobs", json={**job, "payload": {"a": 2}}, headers=auth(token))
+    assert other.status_code == 409 and "another task or payload" in other.json()["detail"]  # issue 10
     assert first.status_code == 201 and first.json()["created"] is True
     assert again.status_code == 200 and again.json() == {
         "id": "order-42",

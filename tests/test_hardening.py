@@ -495,3 +495,36 @@ def test_cli_acl_prints_the_generated_rule() -> None:
     assert r.exit_code == 0 and r.stdout.strip() == acl_rule("worker", ["q1"])
     bad = CliRunner().invoke(app, ["acl", "worker"])
     assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "--queue" in bad.stderr
+
+
+# ---- idempotent enqueue: same id, other task or payload -------------------------------------
+
+
+async def test_same_id_other_task_or_payload_is_a_conflict_and_writes_nothing(client: HerderClient) -> None:
+    from herder.errors import Conflict
+    from herder.request import JobRequest as Req
+
+    first = await client.enqueue("default", "echo", {"x": 1}, id="order-42")
+    again = await client.enqueue("default", "echo", {"x": 1}, id="order-42")
+    assert first.created and not again.created and again.id == first.id
+    before = await snapshot(client)
+    for task, payload in (("echo", {"x": 2}), ("sleep", {"seconds": 0}), ("echo", None)):
+        with pytest.raises(Conflict, match="order-42"):
+            await client.enqueue("default", task, payload, id="order-42")
+    with pytest.raises(Conflict):  # a batch with one conflicting id writes none of the others
+        await client.enqueue_many(
+            "default", [Req(task="echo", id="new-1"), Req(task="echo", payload=3, id="order-42")]
+        )
+    assert await snapshot(client) == before
+
+
+def test_cli_conflict_is_exit_2(worker_env: dict[str, str]) -> None:
+    from typer.testing import CliRunner
+
+    from herder.cli import app
+
+    env = {"HERDER_REDIS_URL": worker_env["HERDER_REDIS_URL"]}
+    ok = CliRunner().invoke(app, ["enqueue", "default", "echo", "--id", "c1", "--payload", "1"], env=env)
+    assert ok.exit_code == 0, ok.stderr
+    bad = CliRunner().invoke(app, ["enqueue", "default", "echo", "--id", "c1", "--payload", "2"], env=env)
+    assert bad.exit_code == 2 and "another task or payload" in bad.stderr and bad.stderr.count("\n") == 1

@@ -108,13 +108,15 @@ async def test_invalid_queue_name_rejected(client: HerderClient) -> None:
 async def test_duplicate_id_returns_existing_and_runs_once(settings: HerderSettings) -> None:
     async with HerderClient(settings, app) as c:
         first = await c.enqueue("default", "note", {"tag": "once"}, id="idem-1")
-        second = await c.enqueue("default", "note", {"tag": "twice"}, id="idem-1")
+        second = await c.enqueue("default", "note", {"tag": "once"}, id="idem-1")
         assert first.created and not second.created and second.id == "idem-1"
+        with pytest.raises(Conflict):  # the same id with another payload is not the same job
+            await c.enqueue("default", "note", {"tag": "twice"}, id="idem-1")
         async with running_worker(settings, tasks=app):
             await wait_state(c, "idem-1", "succeeded")
-            third = await c.enqueue("default", "note", {"tag": "thrice"}, id="idem-1")
+            third = await c.enqueue("default", "note", {"tag": "once"}, id="idem-1")
             assert not third.created and third.state == "succeeded"
-            await asyncio.sleep(0.2)
+            await wait_claim_round(c)  # the worker has tried to claim since: nothing re-ran
         assert RAN == ["once"]
 
 

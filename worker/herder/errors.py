@@ -27,6 +27,11 @@ class Conflict(HerderError):
     """The object exists but is in a state that forbids the operation."""
 
 
+class IdConflict(Conflict, InvalidInput):
+    """Enqueue with an existing job id but another task or payload: nothing was written
+    (a Conflict for callers, bad input for the CLI: exit 2)."""
+
+
 class PermanentError(Exception):
     """Raised by a task: do not retry, dead-letter the job at once with this reason."""
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from herder.errors import Conflict, InvalidInput, NotFound
+from herder.errors import Conflict, IdConflict, InvalidInput, NotFound
 from herder.models import EnqueueResult, JobState, QueueStatus, WorkerInfo
 
 
@@ -22,6 +22,8 @@ def invalid_from_error(msg: str) -> InvalidInput | None:
     """A script refusing input raises `INVALID <reason>`; anything else is a real error."""
     if "INVALID " in msg:
         return InvalidInput(msg.split("INVALID ", 1)[1])
+    if "CONFLICT " in msg:
+        return IdConflict(msg.split("CONFLICT ", 1)[1])
     return None
 
 

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from herder.arq.codec import arq_queue_of, datetime_ms, encode_call, herder_queue, to_ms
 from herder.arq.jobs import Job, job_def
 from herder.client import HerderClient
-from herder.errors import InvalidInput
+from herder.errors import IdConflict, InvalidInput
 from herder.models import Job as HerderJob
 from herder.settings import HerderSettings
 from herder.tasks import Task, TaskSet
@@ -174,9 +174,12 @@ class ArqRedis(Redis):
                     f"task '{function}' is a Herder task: pass its payload as keyword arguments "
                     "(no positional arguments, _job_try or _expires)"
                 )
-            res = await self.herder.enqueue(
-                herder_queue(queue_name), function, kwargs or None, id=_job_id, at=at
-            )
+            try:
+                res = await self.herder.enqueue(
+                    herder_queue(queue_name), function, kwargs or None, id=_job_id, at=at
+                )
+            except IdConflict:  # arq's contract: an existing job id is "not enqueued", never an error
+                return None
             return Job(res.id, self, _queue_name=queue_name) if res.created else None
         meta: dict[str, Any] = {"enqueue_ms": enqueue_ms, "score": score}
         if _job_try is not None:
@@ -185,13 +188,16 @@ class ArqRedis(Redis):
         if expires_ms is not None:
             meta["expires_at_ms"] = enqueue_ms + expires_ms
         payload = encode_call(function, args, kwargs, meta)
-        res = await self.herder.enqueue(
-            herder_queue(queue_name),
-            function,
-            payload,
-            id=_job_id,
-            at=at,
-        )
+        try:
+            res = await self.herder.enqueue(
+                herder_queue(queue_name),
+                function,
+                payload,
+                id=_job_id,
+                at=at,
+            )
+        except IdConflict:  # the envelope carries enqueue time: a re-enqueue always differs
+            return None
         if not res.created:
             return None
         return Job(res.id, self, _queue_name=queue_name)

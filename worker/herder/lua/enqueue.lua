@@ -2,14 +2,22 @@
 -- unknown parent fails the whole batch before anything is written.
 -- KEYS: ready readyc scheduled waiting dead stats wake seq
 -- ARGV: 1 key base, 2 JSON array of job specs (herder.wire.encode_job)
--- Reply: one {id, state, created 0|1} per spec; error `INVALID <reason>` for bad input.
+-- Reply: one {id, state, created 0|1} per spec; error `INVALID <reason>` for bad input,
+-- `CONFLICT <reason>` for an existing id with another task or payload.
 -- @include time
 -- @include state
 local specs = cjson.decode(ARGV[2])
 local now = now_ms()
 local seen = {}
 for _, s in ipairs(specs) do
-  if redis.call('EXISTS', job_key(s.id)) == 0 then
+  local have = redis.call('HMGET', job_key(s.id), 'task', 'payload')
+  if have[1] then
+    -- An idempotency key names one job: the same id with another task or payload is a
+    -- conflict, refused before anything of the batch is written (never silently the old job).
+    if have[1] ~= s.task or have[2] ~= s.payload then
+      return redis.error_reply('CONFLICT job id ' .. s.id .. ' exists with another task or payload')
+    end
+  else
     for _, p in ipairs(s.parents) do
       if not seen[p] and redis.call('EXISTS', job_key(p)) == 0 then
         return redis.error_reply('INVALID unknown parent job id ' .. p .. ' (of job ' .. s.id .. ')')

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from herder import __version__, metrics, replies, trends
 from herder.client import HerderClient
 from herder.connection import redis_client
-from herder.errors import InvalidInput, RetryableError
+from herder.errors import IdConflict, InvalidInput, RetryableError
 from herder.keys import QueueKeys
 from herder.logs import get_logger
 from herder.scripts import Scripts
@@ -334,7 +334,10 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self._cron_checked = until
         if reqs:
             # Tick ids carry the reserved prefix: only Herder itself may enqueue them.
-            await self.client.enqueue_many(self.herder_queue, reqs, allow_reserved=True)
+            try:
+                await self.client.enqueue_many(self.herder_queue, reqs, allow_reserved=True)
+            except IdConflict as exc:  # another worker version enqueued this tick with its payload
+                log.warning("cron tick already enqueued with another payload", error=str(exc))
 
     # ---- running one job -----------------------------------------------------------------
 
