@@ -60,7 +60,9 @@ def wait_job(env: dict[str, str], job_id: str, states: set[str], timeout: float 
 def test_claude_code_runs_end_to_end_with_progress_and_cost(cc_env: dict[str, str]) -> None:
     w = WorkerProc(cc_env, "cc-worker", concurrency=2, app=None)
     try:
-        payload = json.dumps({"prompt": "Fix the bug. FAKE:turns=3 FAKE:sleep=3", "max_turns": 10})
+        # A 10 s pause mid-run: each `herder job` poll starts a Python process, which takes seconds
+        # on a loaded machine; a short pause let the run finish between two polls.
+        payload = json.dumps({"prompt": "Fix the bug. FAKE:turns=3 FAKE:sleep=10", "max_turns": 10})
         r = herder(cc_env, "enqueue", "default", "claude_code", "--payload", payload)
         assert r.returncode == 0, r.stderr
         job_id = r.stdout.strip()
