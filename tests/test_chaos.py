@@ -144,7 +144,13 @@ async def test_redis_kill9_restart_keeps_acknowledged_enqueues(
             acked: list[tuple[str, float]] = []
             stop = asyncio.Event()
             producer = asyncio.create_task(_enqueue_until_killed(c, acked, stop))
-            await asyncio.sleep(3)
+            # Kill after at least 3 s of enqueues (so 'everysec' has acks older than 1 s to check)
+            # and once more than 100 are acknowledged: a count, since a loaded machine acks fewer.
+            started = time.monotonic()
+            while not producer.done() and time.monotonic() - started < 60:
+                if len(acked) > 100 and time.monotonic() - started >= 3:
+                    break
+                await asyncio.sleep(0.05)
             server.kill()  # SIGKILL: no shutdown save
             killed = time.monotonic()
             await asyncio.wait_for(producer, 20)
