@@ -6,12 +6,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from herder.client import HerderClient
 from herder.settings import HerderSettings
 from redis_proc import RedisProc
+
+# Hypothesis' default 200 ms per-example deadline is a timing assertion: on a loaded machine a
+# pure-function example can take longer. Property tests assert behaviour, never speed.
+hypothesis_settings.register_profile("herder", deadline=None)
+hypothesis_settings.load_profile("herder")
 
 
 @pytest.fixture
