@@ -17,7 +17,7 @@ from herder.settings import HerderSettings
 from procs import WorkerProc
 from redis_proc import RedisProc
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(480)]
 
 LEASE = 2.0
 
@@ -97,7 +97,7 @@ async def test_random_sigkills_lose_nothing(
             st = await wait_for(
                 lambda: c.status("default"),
                 lambda s: s.ready + s.scheduled + s.active == 0,
-                timeout=60,
+                timeout=180,
                 every=0.5,
             )
         finally:
