@@ -147,6 +147,28 @@ def test_events_resume_with_last_event_id_without_repeats_or_gaps(
     assert second[-1]["event"] == "result" and second[-1]["data"]["result"] == {"done": 4}
 
 
+def test_events_stream_stays_open_and_delivers_later_events(http: httpx.Client, r: redis.Redis) -> None:
+    """One connection, held: an event written after the stream started arrives on it (pushed,
+    not reconnect-polled). uvicorn 0.54 sent an early http.disconnect that made Starlette's
+    StreamingResponse cancel every stream after its first batch."""
+    token, _ = make_token(r, ["api"], "submit,read")
+    resp = http.post(
+        "/v1/queues/api/jobs",
+        json={"task": "echo", "id": "held", "payload": 1, "delay": 3600},
+        headers=auth(token),
+    )
+    assert resp.status_code == 201, resp.text
+    with http.stream("GET", "/v1/jobs/held/events", headers=auth(token)) as stream:
+        frames = sse(stream)
+        assert next(frames)["event"] == "snapshot"
+        # A gap, not the proof: the event is written after the stream has polled a few times.
+        time.sleep(1.5)
+        r.rpush("herder:{api}:log:held", json.dumps({"type": "herder", "late": True}))
+        late = next(frames, None)  # blocks until the event arrives or the server ends the stream
+    assert late is not None, "the stream ended before the later event arrived"
+    assert late["event"] == "log" and late["data"]["late"] is True
+
+
 def test_garbage_last_event_id_replays_from_the_start(http: httpx.Client, r: redis.Redis) -> None:
     token, _ = make_token(r, ["api"], "submit,read,operate")
     http.post(
