@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from arq.worker import FailedJobs
 
+from herder.backoff import Backoff
 from herder.client import HerderClient
 from herder.errors import NotFound, PermanentError
 from herder.models import JobState
@@ -131,3 +132,29 @@ async def test_worker_timeout_applies_when_the_job_carries_none(settings: Herder
         await w.close()
         job = await c.get_job(res.id, "default")
         assert job.state == JobState.dead and job.errors[-1].kind == "timeout"
+
+
+async def test_worker_max_attempts_applies_when_the_job_carries_none(settings: HerderSettings) -> None:
+    producer_tasks = TaskSet()
+
+    @producer_tasks.task(name="flaky")  # the producer's view: no max_attempts known
+    async def flaky_stub(ctx: JobContext, payload: Any) -> None:
+        return None
+
+    worker_tasks = TaskSet()
+    tries: list[int] = []
+
+    @worker_tasks.task(name="flaky", max_attempts=5, backoff=Backoff(base_seconds=0.01, jitter=0))
+    async def flaky(ctx: JobContext, payload: Any) -> None:
+        tries.append(ctx.attempt)
+        raise RuntimeError("always fails")
+
+    async with HerderClient(settings, producer_tasks) as c:
+        res = await c.enqueue("default", "flaky")
+        assert await c.redis.hget(c.keys("default").job(res.id), "max_attempts") == ""
+        w = HerderWorker("default", worker_tasks, settings, handle_signals=False, burst=True)
+        await asyncio.wait_for(w.main(), 60)
+        await w.close()
+        job = await c.get_job(res.id, "default")
+        assert job.state == JobState.dead and job.max_attempts == 5
+        assert tries == [1, 2, 3, 4, 5] and len(job.errors) == 5

@@ -22,6 +22,7 @@ from herder.errors import InvalidInput
 from herder.keys import TASK_RE, valid_task_name
 
 CAPABILITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DEFAULT_MAX_ATTEMPTS = 3
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB; large inputs belong in object storage, not the queue
 
 
@@ -63,12 +64,19 @@ class Task:
     payload_model: type[BaseModel] | None = None
     # Documents what the task returns (JSON Schema for API clients); results are not validated.
     result_model: type[BaseModel] | None = None
-    max_attempts: int = 3
+    # None: not declared, so a job enqueued from this definition carries none and the worker
+    # running it applies its own task's value at claim time (a producer need not know it).
+    max_attempts: int | None = None
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float | None = None
     capabilities: tuple[str, ...] = ()
     cron: str | None = None
     cron_payload: dict[str, Any] | None = None
+
+    @property
+    def attempts_limit(self) -> int:
+        """The attempts a job of this task gets when it carries no max_attempts of its own."""
+        return DEFAULT_MAX_ATTEMPTS if self.max_attempts is None else self.max_attempts
 
     def validate_payload(self, payload: Any) -> Any:
         """Return the JSON-ready payload, or raise InvalidInput with the model's reasons."""
@@ -118,7 +126,7 @@ class TaskSet:
         """Register a task; everything a worker would trip over later is checked here, at import."""
         if not valid_task_name(t.name):
             raise InvalidInput(f"invalid task name {t.name!r}: must match {TASK_RE.pattern}")
-        if t.max_attempts < 1:
+        if t.max_attempts is not None and t.max_attempts < 1:
             raise InvalidInput(f"task {t.name}: max_attempts must be >= 1")
         for cap in t.capabilities:
             if not isinstance(cap, str) or not CAPABILITY_RE.fullmatch(cap):
@@ -140,7 +148,7 @@ class TaskSet:
         *,
         payload: type[BaseModel] | None = None,
         result: type[BaseModel] | None = None,
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
         capabilities: tuple[str, ...] = (),

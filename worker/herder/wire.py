@@ -28,7 +28,8 @@ def encode_job(queue: str, req: JobRequest, task: Task) -> dict[str, Any]:
         "task": req.task,
         "payload": json.dumps(payload, separators=(",", ":")),
         "priority": req.priority,
-        "max_attempts": req.max_attempts or task.max_attempts,
+        # '' when neither says: the worker's task value is stamped at claim (claim.lua)
+        "max_attempts": req.max_attempts or task.max_attempts or "",
         "backoff": (req.backoff or task.backoff).model_dump_json(),
         "timeout": "" if timeout is None else repr(float(timeout)),
         "parents": req.after,

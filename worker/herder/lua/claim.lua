@@ -3,7 +3,9 @@
 -- KEYS: ready readyc scheduled waiting active dead stats wake workers paused
 -- ARGV: 1 key base, 2 worker id, 3 n (jobs wanted), 4 lease ms, 5 worker capabilities (JSON
 --       array), 6 heartbeat JSON {fields, jobs: [[id, token]...]} ('' = no heartbeat),
---       7 reap expired leases '1' | '0'
+--       7 reap expired leases '1' | '0', 8 the worker's max_attempts per task (JSON object
+--       {task: n, ...}; stamped on a claimed job that carries none, e.g. from a producer
+--       without the task set; a task missing there gets 3, the Task default)
 -- Reply: {jobs, now_ms, next_due_ms|'', next_expiry_ms|'', paused 0|1, draining 0|1|2,
 --         lost ids, cancel ids, expired count}; each job is
 --         {id, task, payload, attempt (= lease token), timeout|'', max_attempts, backoff JSON}.
@@ -92,6 +94,8 @@ local paused = redis.call('EXISTS', K_PAUSED)
 if paused == 0 and draining == 0 and n > 0 then
   local caps = {}
   for _, c in ipairs(cjson.decode(ARGV[5])) do caps[c] = true end
+  local limits = {}
+  if ARGV[8] and ARGV[8] ~= '' then limits = cjson.decode(ARGV[8]) end
   local has_c = redis.call('ZCARD', K_READYC) > 0
   for _ = 1, n do
     local best, best_score, src = nil, nil, nil
@@ -113,6 +117,11 @@ if paused == 0 and draining == 0 and n > 0 then
     redis.call('ZREM', src, best)
     local att = to_active(best, wid, now, lease)
     local f = redis.call('HMGET', job_key(best), 'task', 'payload', 'timeout', 'max_attempts', 'backoff')
+    if not f[4] or f[4] == '' then
+      -- stamped, not just replied: finish and the lease reaper read it from the job
+      f[4] = tostring(tonumber(limits[f[1]]) or 3)
+      redis.call('HSET', job_key(best), 'max_attempts', f[4])
+    end
     jobs[#jobs + 1] = {best, f[1], f[2], att, f[3], f[4], f[5]}
   end
 end

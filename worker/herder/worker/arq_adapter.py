@@ -25,7 +25,7 @@ def arq_entry(task: Task | None) -> Any:
             queue="arq",
             task=task.name,
             attempt=int(ctx.get("job_try", 1)),
-            max_attempts=task.max_attempts,
+            max_attempts=task.attempts_limit,
             worker_id="arq",
             state=ctx,
             _progress=discard,

@@ -78,6 +78,8 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self.keyspace = QueueKeys(self.settings.key_prefix, queue)
         self.herder_queue = queue
         self.taskset = tasks
+        # For jobs that carry no max_attempts: this worker's value per task (claim.lua stamps it).
+        self._attempt_limits = json.dumps({t.name: t.attempts_limit for t in tasks})
         self.worker_id = name or default_worker_id()
         self.capacity = concurrency
         self.capabilities = sorted(set(capabilities))
@@ -245,6 +247,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
                 json.dumps(self.capabilities),
                 self._heartbeat_payload() if hb_due else "",
                 "1" if reap else "0",
+                self._attempt_limits,
             )
         )
         self._redis_up()
