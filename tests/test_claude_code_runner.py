@@ -351,6 +351,16 @@ async def test_workspace_removed_on_failure_when_keeping_is_off(cc_settings: Cla
     assert workspaces(cc_settings) == []
 
 
+async def test_a_run_that_ends_over_its_disk_cap_between_two_checks_fails(
+    cc_settings: ClaudeCodeSettings,
+) -> None:
+    # The watchdog polls; with a poll that never comes (as under load) the end-of-run check decides.
+    with pytest.raises(PermanentError, match="disk cap"):
+        await processor(
+            cc_settings, workspace_max_bytes=4, disk_check_interval_seconds=3600, keep_on_failure_seconds=0
+        ).run(Recorder().ctx(), payload("FAKE:turns=1 FAKE:write_file=big.txt"))
+
+
 # ---- failure classes --------------------------------------------------------------------------
 
 

@@ -152,7 +152,7 @@ class ClaudeCodeProcessor:
             if outcome.stats.disk_cap_exceeded:
                 reason = (
                     f"the workspace grew past its disk cap ({s.workspace_max_bytes} bytes; "
-                    f"{outcome.stats.disk_cap_exceeded} used); the run was killed"
+                    f"{outcome.stats.disk_cap_exceeded} used); the run fails"
                 )
                 await _report(ctx, Verdict("permanent", reason), outcome, s)
                 raise PermanentError(reason + self._kept_note(ws))

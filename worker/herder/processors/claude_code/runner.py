@@ -348,6 +348,14 @@ async def run_cli(
         await asyncio.gather(*(bounded(t, settings.stop_bound_seconds) for t in tasks[:4]))
     run.phase = "exited"
     run.mark_dirty()
+    cap = settings.workspace_max_bytes
+    if cap is not None and not run.stats.disk_cap_exceeded:
+        # The watchdog polls: a run that wrote past the cap and ended between two polls (easy on
+        # a loaded machine) is caught here, so the cap always decides the outcome.
+        used = await asyncio.to_thread(tree_bytes, workspace or cwd)
+        if used > cap:
+            run.stats.disk_cap_exceeded = used
+            log.warning("claude_code: workspace ended over its disk cap", bytes=used, cap=cap)
     if run.stderr_tail.strip():
         # The CLI's last words, for `herder job ID`: a crash rarely explains itself on stdout.
         tail = run.stderr_tail[-4096:].decode("utf-8", "replace")
