@@ -9,7 +9,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -484,30 +484,35 @@ def create_app(
 
     # ---- operate ------------------------------------------------------------------------
 
+    async def operate(
+        request: Request,
+        token: TokenRecord,
+        job_id: str,
+        queue: str | None,
+        act: Callable[[HerderClient, str, str], Awaitable[str]],
+    ) -> dict[str, str]:
+        """Find the job among the queues the token may operate on; answer the state `act` leaves it in."""
+        s = st(request)
+        q = await locate(s, token, Verb.operate, job_id, queue)
+        return {"id": job_id, "queue": q, "state": await act(s.client, job_id, q)}
+
     @app.post("/v1/jobs/{job_id}/cancel", operation_id="cancelJob")
     async def cancel(
         job_id: str, request: Request, token: Token, queue: Annotated[str | None, Query()] = None
     ) -> dict[str, str]:
-        s = st(request)
-        q = await locate(s, token, Verb.operate, job_id, queue)
-        return {"id": job_id, "queue": q, "state": await s.client.cancel(job_id, q)}
+        return await operate(request, token, job_id, queue, HerderClient.cancel)
 
     @app.post("/v1/jobs/{job_id}/retry", operation_id="retryJob")
     async def retry(
         job_id: str, request: Request, token: Token, queue: Annotated[str | None, Query()] = None
     ) -> dict[str, str]:
-        s = st(request)
-        q = await locate(s, token, Verb.operate, job_id, queue)
-        return {"id": job_id, "queue": q, "state": await s.client.retry(job_id, q)}
+        return await operate(request, token, job_id, queue, HerderClient.retry)
 
     @app.delete("/v1/jobs/{job_id}", operation_id="removeJob")
     async def remove(
         job_id: str, request: Request, token: Token, queue: Annotated[str | None, Query()] = None
     ) -> dict[str, str]:
-        s = st(request)
-        q = await locate(s, token, Verb.operate, job_id, queue)
-        await s.client.remove(job_id, q)
-        return {"id": job_id, "queue": q, "state": "removed"}
+        return await operate(request, token, job_id, queue, _remove)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -544,3 +549,8 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _remove(client: HerderClient, job_id: str, queue: str) -> str:
+    await client.remove(job_id, queue)
+    return "removed"
