@@ -35,6 +35,7 @@ from herder.logs import get_logger
 from herder.models import Job, QueueStatus
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
+from herder.web.errors import install_error_handlers
 from herder.web.security import RequestCheck, SecurityMiddleware
 
 FACTS_TTL_S = 10.0
@@ -261,25 +262,16 @@ def create_app(
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
-    @app.exception_handler(InvalidInput)
-    async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
-        return JSONResponse({"detail": _error_list(str(exc))}, status_code=422)
-
-    @app.exception_handler(NotFound)
-    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(CorruptData)
-    async def _corrupt(_: Request, exc: CorruptData) -> JSONResponse:
-        return JSONResponse({"detail": f"stored data is corrupt: {exc}"}, status_code=500)
-
-    @app.exception_handler(RedisError)
-    async def _redis(_: Request, exc: RedisError) -> JSONResponse:
-        return JSONResponse({"detail": f"Redis unavailable: {type(exc).__name__}"}, status_code=503)
+    install_error_handlers(
+        app,
+        {
+            InvalidInput: (422, lambda e: _error_list(str(e))),
+            NotFound: (404, str),
+            Conflict: (409, str),
+            CorruptData: (500, lambda e: f"stored data is corrupt: {e}"),
+            RedisError: (503, lambda e: f"Redis unavailable: {type(e).__name__}"),
+        },
+    )
 
     def require(token: TokenRecord, verb: Verb, queue: str) -> None:
         check_queue(queue)

@@ -33,6 +33,7 @@ from herder.jobevents import JobEventReader, bounded_json, parse_cursor
 from herder.keys import ID_RE
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet
+from herder.web.errors import install_error_handlers
 from herder.web.security import RequestCheck, SecurityMiddleware, Tokens, default_allowed_hosts
 
 FIELD_CAP = 65_536  # bytes of one stored value (payload, result, progress) shown inline
@@ -111,27 +112,16 @@ def create_app(
     Read = Depends(tokens.require_read)
     Admin = Depends(tokens.require_admin)
 
-    @app.exception_handler(InvalidInput)
-    async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    @app.exception_handler(NotFound)
-    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(NoPermissionError)
-    async def _noperm(_: Request, exc: NoPermissionError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"Redis ACL denies this to the dashboard's user: {exc}"}, status_code=403
-        )
-
-    @app.exception_handler(RedisError)
-    async def _redis(_: Request, exc: RedisError) -> JSONResponse:
-        return JSONResponse({"detail": f"Redis unavailable: {exc}"}, status_code=503)
+    install_error_handlers(
+        app,
+        {
+            InvalidInput: (400, str),
+            NotFound: (404, str),
+            Conflict: (409, str),
+            NoPermissionError: (403, lambda e: f"Redis ACL denies this to the dashboard's user: {e}"),
+            RedisError: (503, lambda e: f"Redis unavailable: {e}"),
+        },
+    )
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
