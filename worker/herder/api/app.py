@@ -35,7 +35,7 @@ from herder.logs import get_logger
 from herder.models import Job, QueueStatus
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
-from herder.web.errors import install_error_handlers
+from herder.web.errors import install_error_handlers, send_json
 from herder.web.security import RequestCheck, SecurityMiddleware
 
 FACTS_TTL_S = 10.0
@@ -110,17 +110,7 @@ class BodyLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, body)
 
 
 class _TooLarge(Exception):

@@ -1,6 +1,7 @@
 """Error answers shared by Herder's web servers. Each app keeps its own table of which exception
 gets which status and `detail` (they differ: the API answers bad input 422 with a pydantic-style
-list, the dashboard 400 with a string); what is shared is how a table becomes handlers."""
+list, the dashboard 400 with a string); what is shared is how a table becomes handlers, and how a
+JSON error is sent from plain ASGI middleware, before any app runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Send
 
 # exception class -> (status, the `detail` to answer for an instance)
 ErrorTable = Mapping[type[Exception], tuple[int, Callable[[Any], Any]]]
@@ -26,3 +28,18 @@ def _handler(status: int, detail: Callable[[Any], Any]) -> Callable[[Request, Ex
         return JSONResponse({"detail": detail(exc)}, status_code=status)
 
     return handle
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """A whole JSON response with `body` (already encoded), sent straight through ASGI."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

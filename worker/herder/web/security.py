@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from herder.web.errors import send_json
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -185,17 +187,7 @@ class SecurityMiddleware:
         if refusal is not None:
             status, detail = refusal
             body = ('{"detail":' + _json_str(detail) + "}").encode()
-            await send_secured(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send_secured({"type": "http.response.body", "body": body})
+            await send_json(send_secured, status, body)
             return
         seen = 0
 
