@@ -10,6 +10,7 @@ from hypothesis import settings as hypothesis_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cluster_proc import RedisClusterProc
 from herder.client import HerderClient
 from herder.settings import HerderSettings
 from redis_proc import RedisProc
@@ -28,6 +29,34 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProc]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProc]:
+    """One real Redis Cluster (3 masters, 1 replica each) shared by the session's tests, started
+    on first use; tests that kill nodes start their own. Tests flush it before use."""
+    c = RedisClusterProc(tmp_path_factory.mktemp("cluster"), masters=3, replicas=1).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def cluster_settings(redis_cluster: RedisClusterProc) -> HerderSettings:
+    """Settings for the shared cluster, emptied first (FLUSHALL on every master)."""
+    redis_cluster.flushall()
+    return HerderSettings(redis_url=redis_cluster.url, redis_cluster=True, lease_seconds=2.0)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def single_or_cluster(request: pytest.FixtureRequest) -> HerderSettings:
+    """Settings for one redis-server, then for the shared cluster: a module whose tests hold on
+    both overrides `settings` with this (`def settings(single_or_cluster): ...`)."""
+    if request.param == "cluster":
+        return request.getfixturevalue("cluster_settings")  # type: ignore[no-any-return]
+    server: RedisProc = request.getfixturevalue("redis_server")
+    return HerderSettings(redis_url=server.url, lease_seconds=2.0)
 
 
 @pytest.fixture

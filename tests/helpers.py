@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from redis.asyncio.cluster import RedisCluster
+
 from herder.client import HerderClient
+from herder.connection import is_cluster
 from herder.models import Job
 from herder.settings import HerderSettings
 from herder.tasks import TaskSet, load_taskset
@@ -32,6 +35,19 @@ async def running_worker(
             w.handle_sig(signal.SIGTERM)
         await asyncio.wait_for(t, 30)
         await w.pool.aclose()
+
+
+async def all_keys(redis: Any, pattern: str = "*") -> list[str]:
+    """Every key matching `pattern`, on one Redis or on every master of a cluster (where KEYS
+    would ask one node only)."""
+    at = {"target_nodes": RedisCluster.PRIMARIES} if is_cluster(redis) else {}
+    return list(await redis.keys(pattern, **at))
+
+
+async def db_size(redis: Any) -> int:
+    """DBSIZE of one Redis, or the sum over a cluster's masters."""
+    at = {"target_nodes": RedisCluster.PRIMARIES} if is_cluster(redis) else {}
+    return int(await redis.dbsize(**at))
 
 
 async def wait_for(

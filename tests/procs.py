@@ -7,8 +7,18 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 APPS = str(Path(__file__).parent / "apps")
+
+
+def chaos_tasks() -> Any:
+    """The TaskSet of tests/apps/chaos_app.py, which WorkerProc runs by default."""
+    if APPS not in sys.path:
+        sys.path.insert(0, APPS)
+    from chaos_app import tasks
+
+    return tasks
 
 
 class WorkerProc:

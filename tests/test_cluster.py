@@ -1,30 +1,45 @@
-"""Herder's Lua interface on a real Redis Cluster (3 masters): every script of a queue runs in
-that queue's slot (no CROSSSLOT, no non-local key), and queues spread over the masters."""
+"""Herder on a real Redis Cluster (3 masters with a replica each): every script of a queue runs in
+that queue's slot (no CROSSSLOT, no non-local key), queues spread over the masters, and
+HERDER_REDIS_CLUSTER=true makes clients and `herder worker` processes use the cluster client."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+import os
+import signal
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from cluster_proc import RedisClusterProc
+from helpers import running_worker, wait_state
+from herder.client import HerderClient
+from herder.connection import redis_client
+from herder.errors import InvalidInput
 from herder.keys import QueueKeys
 from herder.request import JobRequest
 from herder.scripts import Scripts
-from herder.tasks import load_taskset
+from herder.settings import HerderSettings
+from herder.tasks import JobContext, TaskSet, load_taskset
 from herder.wire import encode_job
+from procs import WorkerProc, chaos_tasks
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProc]:
-    c = RedisClusterProc(Path(tmp_path_factory.mktemp("cluster")), masters=3).start()
-    try:
-        yield c
-    finally:
-        c.stop()
+@pytest.fixture
+def cluster(redis_cluster: RedisClusterProc) -> RedisClusterProc:
+    redis_cluster.flushall()
+    return redis_cluster
+
+
+def one_queue_per_master(cluster: RedisClusterProc, n: int = 30) -> list[str]:
+    """Queue names whose slots are served by different masters, one per master."""
+    picked: dict[int, str] = {}
+    for i in range(n):
+        q = f"q{i}"
+        picked.setdefault(cluster.node_for_key(QueueKeys("herder", q).ready).port, q)
+    assert len(picked) == len(cluster.masters()), picked
+    return list(picked.values())
 
 
 async def test_queues_spread_over_masters_and_every_script_stays_in_its_slot(
@@ -64,5 +79,118 @@ async def test_queues_spread_over_masters_and_every_script_stays_in_its_slot(
             status = await scripts.status(keys, 10_000)  # EVALSHA_RO, routed by its keys
             assert int(status[1]) == 1 and len(status[7]) == 1  # j2 ready; worker w1 registered
             assert await rc.hget(keys.job(a), "state") == "succeeded"
+    finally:
+        await rc.aclose()
+
+
+# ---- HERDER_REDIS_CLUSTER -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"HERDER_REDIS_SENTINELS": "127.0.0.1:26379"}, "exclude each other"),
+        ({"HERDER_REDIS_URL": "redis://127.0.0.1:7000/2"}, "only database 0"),
+        ({"HERDER_REDIS_URL": "unix:///tmp/redis.sock"}, "redis:// or rediss://"),
+    ],
+)
+def test_cluster_setting_refuses_what_a_cluster_cannot_be(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], error: str
+) -> None:
+    monkeypatch.setenv("HERDER_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("HERDER_REDIS_URL", "redis://127.0.0.1:7000/0")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match=error):
+        HerderSettings()
+
+
+def test_cluster_client_keeps_auth_tls_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERDER_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("HERDER_REDIS_URL", "redis://node-a:7000/0")
+    monkeypatch.setenv("HERDER_REDIS_USERNAME", "u")
+    monkeypatch.setenv("HERDER_REDIS_PASSWORD", "p")
+    monkeypatch.setenv("HERDER_REDIS_TLS", "true")
+    monkeypatch.setenv("HERDER_REDIS_CONNECT_TIMEOUT", "3.5")
+    r = redis_client(HerderSettings())
+    assert isinstance(r, RedisCluster)
+    kw = r.get_connection_kwargs()
+    assert (kw["username"], kw["password"], kw["socket_connect_timeout"]) == ("u", "p", 3.5)
+    assert kw["decode_responses"] and kw["socket_timeout"] and kw["socket_keepalive"]
+    assert kw["connection_class"].__name__ == "SSLConnection"
+    startup = r.nodes_manager.startup_nodes.values()
+    assert [(n.host, n.port) for n in startup] == [("node-a", 7000)]  # learns the rest from it
+
+
+async def test_workers_serve_queues_on_every_master(cluster: RedisClusterProc, tmp_path: Any) -> None:
+    """Real `herder worker` processes with HERDER_REDIS_CLUSTER=true, one per queue, the queues
+    on three different masters: every job succeeds (its task uses ctx['redis'] too), and each
+    worker leaves the registry when stopped."""
+    env = dict(os.environ)
+    env.update(HERDER_REDIS_URL=cluster.url, HERDER_REDIS_CLUSTER="true", HERDER_LEASE_SECONDS="2")
+    env.pop("HERDER_APP", None)
+    queues = one_queue_per_master(cluster)
+    settings = HerderSettings(redis_url=cluster.url, redis_cluster=True)
+    workers = [WorkerProc(env, f"w-{q}", queue=q, log=tmp_path / f"{q}.log") for q in queues]
+    try:
+        async with HerderClient(settings, chaos_tasks()) as c:
+            ids = {q: [(await c.enqueue(q, "work", {"seconds": 0.01})).id for _ in range(10)] for q in queues}
+            for jobs in ids.values():
+                for jid in jobs:
+                    await wait_state(c, jid, "succeeded", timeout=60)
+                    assert await c.redis.get(f"test:exec:{jid}") == "1"  # ctx['redis'] on the cluster
+            for w in workers:
+                w.signal(signal.SIGTERM)
+            assert [w.wait(60) for w in workers] == [0] * len(workers)
+            for q in queues:
+                assert await c.redis.zcard(c.keys(q).workers) == 0  # left the registry
+                assert not await c.redis.exists(c.keys(q).worker(f"w-{q}"))
+            assert sorted(await c.queues()) == sorted(queues)  # the index: one key, one slot
+    finally:
+        for w in workers:
+            w.stop()
+
+
+async def test_a_task_enqueues_through_ctx_redis_on_the_cluster(cluster: RedisClusterProc) -> None:
+    """ctx['redis'] of a worker on a cluster offers arq's enqueue_job (onto Herder's queue)."""
+    app = TaskSet(load_taskset(None))
+
+    @app.task()
+    async def chain(ctx: JobContext, p: Any) -> str:
+        job = await ctx.state["redis"].enqueue_job("echo", _job_id="chained")
+        return str(job.job_id)
+
+    settings = HerderSettings(redis_url=cluster.url, redis_cluster=True, lease_seconds=2.0)
+    async with HerderClient(settings, app) as c, running_worker(settings, "default", tasks=app):
+        first = await c.enqueue("default", "chain")
+        assert (await wait_state(c, first.id, "succeeded")).result == "chained"
+        await wait_state(c, "chained", "succeeded")
+
+
+async def test_arq_single_node_clients_refuse_a_cluster(
+    cluster: RedisClusterProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """herder.arq's ArqRedis and Worker are single-node clients (arq's API): on a cluster they
+    refuse with a clear error instead of writing keys outside any queue's slot."""
+    from herder.arq import Worker, create_pool
+    from herder.arq.connections import RedisSettings
+
+    monkeypatch.setenv("HERDER_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("HERDER_REDIS_URL", cluster.url)
+    with pytest.raises(InvalidInput, match="Redis Cluster"):
+        await create_pool(RedisSettings(port=cluster.ports[0]))
+    with pytest.raises(InvalidInput, match="Redis Cluster"):
+        Worker(functions=[arq_job], redis_settings=RedisSettings(port=cluster.ports[0]))
+    assert await cluster_keys(cluster) == 0
+
+
+async def arq_job(ctx: Any) -> None:
+    return None
+
+
+async def cluster_keys(cluster: RedisClusterProc) -> int:
+    rc = RedisCluster.from_url(cluster.url)
+    try:
+        return int(await rc.dbsize(target_nodes=RedisCluster.PRIMARIES))
     finally:
         await rc.aclose()

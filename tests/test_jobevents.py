@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import running_worker, wait_state
 from herder.client import HerderClient
 from herder.jobevents import JobEventReader, bounded_json, first_index, next_number, parse_cursor
 from herder.settings import HerderSettings
+
+
+@pytest.fixture
+def settings(single_or_cluster: HerderSettings) -> HerderSettings:
+    """Each feed test runs on one redis-server and on a Redis Cluster (the feed is one
+    read-only script per poll, not MULTI, which redis-py's cluster client refuses)."""
+    return single_or_cluster
 
 
 def test_parse_cursor_tolerates_garbage() -> None:

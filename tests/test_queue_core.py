@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from helpers import assert_consistent, running_worker, wait_claim_round, wait_for, wait_state
+from helpers import (
+    all_keys,
+    assert_consistent,
+    db_size,
+    running_worker,
+    wait_claim_round,
+    wait_for,
+    wait_state,
+)
 from herder.backoff import Backoff
 from herder.client import HerderClient, JobRequest
 from herder.errors import Conflict, InvalidInput, NotFound, PermanentError
@@ -47,13 +55,21 @@ async def needs_gpu(ctx: JobContext, p: Any) -> str:
     return ctx.worker_id
 
 
+@pytest.fixture
+def settings(single_or_cluster: HerderSettings) -> HerderSettings:
+    """Every test that takes `settings` or `client` runs on one redis-server and on a Redis
+    Cluster (3 masters with a replica each, HERDER_REDIS_CLUSTER=true): the queue core does not
+    depend on a single Redis."""
+    return single_or_cluster
+
+
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     RAN.clear()
 
 
 async def snapshot(client: HerderClient) -> dict[str, Any]:
-    keys = sorted(await client.redis.keys("*"))
+    keys = sorted(await all_keys(client.redis))
     return {k: await client.redis.dump(k) for k in keys}
 
 
@@ -102,7 +118,7 @@ async def test_invalid_enqueue_is_rejected_and_changes_nothing(
 async def test_invalid_queue_name_rejected(client: HerderClient) -> None:
     with pytest.raises(InvalidInput, match="invalid queue name"):
         await client.enqueue("bad queue{x}", "echo")
-    assert await client.redis.dbsize() == 0
+    assert await db_size(client.redis) == 0
 
 
 async def test_duplicate_id_returns_existing_and_runs_once(settings: HerderSettings) -> None:
@@ -140,7 +156,7 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(settings: HerderSettings) 
         await c.enqueue("q1", "echo", id="c", after=["p"], delay=0.1)
         await wait_state(c, "c", "succeeded")
         await wait_state(c, "f", "dead")
-        keys = await c.redis.keys("*")
+        keys = await all_keys(c.redis)
         assert keys
         for k in keys:
             assert k == "herder:queues" or k.startswith("herder:{q1}:"), k

@@ -114,8 +114,9 @@ class Role:
 
 _READ = ("smembers", "sscan", "exists", "hgetall", "hget", "hmget", "lrange", "zrange")
 # What the dashboard reads besides: browsing by state (counts, pages, SORT_RO of the waiting set),
-# the job-event feed (MULTI of HMGET/HSTRLEN/LINDEX/LLEN/LRANGE), trends (TIME) and the read-only
-# filter script (EVALSHA_RO of lua/match.lua: read access to the job hashes is enough).
+# the job-event feed (EVALSHA_RO of lua/feed.lua: HMGET/HGET/HSTRLEN/LINDEX/LLEN/LRANGE), trends
+# (TIME) and the read-only filter script (EVALSHA_RO of lua/match.lua: read access to the job
+# hashes is enough).
 _DASHBOARD_READ = (
     *_READ,
     "zcard",
@@ -126,9 +127,8 @@ _DASHBOARD_READ = (
     "llen",
     "lindex",
     "time",
-    "multi",
-    "exec",
     "evalsha_ro",
+    "script|load",
     "get",  # the cron secret, to list a cron task's recent ticks by id
 )
 
@@ -149,7 +149,7 @@ ROLES: dict[str, Role] = {
             "run one queue's jobs: claim, heartbeat, finish, progress, event log, cron ticks",
             scripts=("claim", "finish", "progress", "enqueue", "trend"),
             commands=(
-                *("blpop", "rpush", "ltrim", "lindex", "llen", "zrem", "del", "multi", "exec"),
+                *("blpop", "rpush", "ltrim", "lindex", "llen", "zrem", "del"),
                 *("sadd", "smembers", "ping", "zadd", "zremrangebyrank"),
             ),
             queue_keys=("*",),

@@ -1,12 +1,14 @@
-"""Builds the Redis client from settings: URL, ACL user/password, TLS and Sentinel."""
+"""Builds the Redis client from settings: URL, ACL user/password, TLS, Sentinel and Cluster."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ClusterDownError, ClusterError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
 from herder.settings import HerderSettings
@@ -16,8 +18,27 @@ from herder.settings import HerderSettings
 SOCKET_TIMEOUT_S = 15.0
 
 
-def redis_client(settings: HerderSettings) -> ArqRedis:
-    """An ArqRedis (a redis.asyncio.Redis) with decoded responses, so arq's Worker accepts it."""
+# What a cluster client raises while a master fails over (its slots unserved until a replica is
+# promoted, the client's slot map stale, its retries spent): an outage like a lost connection,
+# not a bug. SlotNotCoveredError is not even a RedisError.
+CLUSTER_OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    ClusterDownError,
+    ClusterError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
+
+
+def is_cluster(redis: Any) -> bool:
+    """True for redis-py's async cluster client (what `redis_client` builds with redis_cluster)."""
+    return isinstance(redis, RedisCluster)
+
+
+def redis_client(settings: HerderSettings) -> Any:
+    """An ArqRedis (a redis.asyncio.Redis) with decoded responses, so arq's Worker accepts it;
+    with `redis_cluster`, a redis.asyncio.cluster.RedisCluster with the same options.
+
+    Typed Any: the two clients share the commands Herder uses but no base class."""
     kwargs: dict[str, Any] = {
         "decode_responses": True,
         # Anything in Redis may be corrupt: non-UTF-8 bytes decode to lone surrogates (and encode
@@ -47,6 +68,12 @@ def redis_client(settings: HerderSettings) -> ArqRedis:
             ssl_check_hostname=settings.redis_tls_check_hostname,
             ssl_cert_reqs="required" if settings.redis_tls_ca_certs else "none",
         )
+    if settings.redis_cluster:
+        # The URL names any node; the client reads the slot map from it and routes each command
+        # to the master of its key's slot. max_connections is per node here. require_full_coverage
+        # (the default) refuses to start on a cluster with an unserved slot instead of failing
+        # later on some queues only.
+        return RedisCluster.from_url(url, **kwargs)
     if settings.redis_sentinels:
         sentinels = []
         for part in settings.redis_sentinels.split(","):

@@ -8,16 +8,22 @@ attempt changes are detected by comparing what was last sent, so nothing is repl
 one connection and nothing is missed across reconnects (the snapshot carries the latest).
 
 Used by the dashboard (`/api/jobs/{id}/events`) and meant for the HTTP API's
-`/v1/jobs/{id}/events`. One pipelined round trip per poll; the poll interval is the caller's.
+`/v1/jobs/{id}/events`. One read-only script call per poll (lua/feed.lua), two when new log
+entries are due; the poll interval is the caller's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 from herder.keys import QueueKeys
 from herder.models import FINAL_STATES
@@ -96,6 +102,15 @@ def next_number(tail: str | None, length: int) -> int:
     return length
 
 
+def _feed_source() -> str:
+    return (resources.files("herder") / "lua" / "feed.lua").read_text()
+
+
+@cache
+def _feed_sha() -> str:
+    return hashlib.sha1(_feed_source().encode()).hexdigest()
+
+
 @dataclass
 class _Seen:
     fields: dict[str, str | None] = field(default_factory=dict)
@@ -115,24 +130,22 @@ class JobEventReader:
         self._seen: _Seen | None = None
         self.done = False
 
+    async def _feed(self, *argv: Any) -> list[Any]:
+        keys = (self.keys.job(self.job_id), self.keys.log(self.job_id))
+        try:
+            return list(await self.redis.evalsha_ro(_feed_sha(), 2, *keys, *argv))
+        except NoScriptError:  # first call on this server (or after SCRIPT FLUSH / a failover)
+            await self.redis.script_load(_feed_source())
+            return list(await self.redis.evalsha_ro(_feed_sha(), 2, *keys, *argv))
+
     async def _read(self) -> tuple[list[str | None], str | None, int, str | None, int]:
-        jk = self.keys.job(self.job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(jk, list(SNAPSHOT_FIELDS))
-            pipe.hget(jk, "progress")
-            pipe.hstrlen(jk, "errors")
-            pipe.lindex(self.keys.log(self.job_id), 0)
-            pipe.llen(self.keys.log(self.job_id))
-            fields, progress, errors_len, head, llen = await pipe.execute()
-        return fields, progress, int(errors_len), head, int(llen)
+        fields, progress, errors_len, head, llen = await self._feed("snapshot", *SNAPSHOT_FIELDS)
+        return list(fields), progress, int(errors_len), head, int(llen)
 
     async def _read_log(self, first: int, start: int) -> list[str] | None:
         """Log entries from list index `start`, read atomically with the list's head; None when
         a trim moved the list since `first` was read (the next poll reads again)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lindex(self.keys.log(self.job_id), 0)
-            pipe.lrange(self.keys.log(self.job_id), start, start + MAX_BATCH - 1)
-            head, raws = await pipe.execute()
+        head, raws = await self._feed("log", start, MAX_BATCH)
         if first_index(head) != first:
             return None
         return list(raws)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,9 @@ class HerderSettings(BaseSettings):
     # Sentinel: "host:port,host:port" plus the master's name.
     redis_sentinels: str | None = None
     redis_sentinel_master: str = "mymaster"
+    # Redis Cluster: redis_url names any node; the client learns the others from it. Every key of
+    # a queue carries the queue's hash tag, so a queue lives in one slot (docs/runtime.md).
+    redis_cluster: bool = False
     redis_connect_timeout: float = Field(default=2.0, gt=0)
     key_prefix: str = "herder"
     lease_seconds: float = Field(default=10.0, gt=0.5, le=3600)
@@ -41,12 +44,35 @@ class HerderSettings(BaseSettings):
     # The log keeps the newest events; its total is at most max_log_events * max_log_event_bytes.
     max_log_events: int = Field(default=2000, ge=10, le=100_000)
 
+    @model_validator(mode="after")
+    def _one_topology(self) -> HerderSettings:
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("redis_cluster and redis_sentinels exclude each other: choose one")
+        if self.redis_cluster and (error := cluster_url_error(self.redis_url)):
+            raise ValueError(error)
+        return self
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
         if not v or any(c in v for c in "{} \n"):
             raise ValueError("key_prefix must be non-empty and contain no braces or whitespace")
         return v
+
+
+def cluster_url_error(url: str) -> str | None:
+    """Why `url` cannot name a Redis Cluster node, or None. A cluster has only database 0 and
+    is reached over TCP."""
+    try:
+        parts = urlsplit(url)
+        db = parts.path.strip("/") or dict(parse_qsl(parts.query)).get("db", "0")
+    except ValueError:
+        return "redis_url is not a valid URL"
+    if parts.scheme not in ("redis", "rediss"):
+        return f"redis_cluster needs a redis:// or rediss:// URL, not {parts.scheme}://"
+    if db != "0":
+        return f"redis_cluster: a Redis Cluster has only database 0, the URL names database {db}"
+    return None
 
 
 def url_has_password(url: str) -> bool:

@@ -27,7 +27,15 @@ from herder.models import Job as HerderJob
 from herder.settings import HerderSettings
 from herder.tasks import Task, TaskSet
 
-__all__ = ["ArqRedis", "RedisSettings", "create_pool", "herder_client_for", "log_redis_info", "settings_for"]
+__all__ = [
+    "ArqRedis",
+    "ClusterArqRedis",
+    "RedisSettings",
+    "create_pool",
+    "herder_client_for",
+    "log_redis_info",
+    "settings_for",
+]
 
 logger = logging.getLogger("arq.connections")
 # arq counts tries itself (`max_tries`, checked by the worker before each run), so the job
@@ -84,7 +92,7 @@ _clients: weakref.WeakKeyDictionary[Redis, HerderClient] = weakref.WeakKeyDictio
 def herder_client_for(redis: Redis) -> HerderClient:
     """A Herder client on the same server as `redis` (with decoded replies, which Herder's
     code expects), created once per client."""
-    if isinstance(redis, ArqRedis):
+    if isinstance(redis, ArqRedis | ClusterArqRedis):
         return redis.herder
     client = _clients.get(redis)
     if client is None:
@@ -242,6 +250,40 @@ class ArqRedis(Redis):
         await self.aclose(close_connection_pool)
 
 
+class ClusterArqRedis:
+    """ctx['redis'] of a Herder worker on Redis Cluster. arq's ArqRedis is a single-node client
+    (a redis.asyncio.Redis), so this offers its job methods (enqueue_job, queued_jobs,
+    all_job_results) over the worker's cluster client; any other attribute is the cluster
+    client's, so raw commands route by key as usual."""
+
+    enqueue_job = ArqRedis.enqueue_job
+    queued_jobs = ArqRedis.queued_jobs
+    all_job_results = ArqRedis.all_job_results
+
+    def __init__(
+        self, cluster: Any, herder_client: HerderClient, default_queue_name: str, native_tasks: TaskSet
+    ):
+        self._cluster = cluster
+        self.herder = herder_client
+        self.default_queue_name = default_queue_name
+        self.native_tasks = native_tasks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cluster, name)
+
+
+CLUSTER_REFUSED = (
+    "herder.arq's {what} is a single-node Redis client (arq's API) and HERDER_REDIS_CLUSTER is "
+    "set: on Redis Cluster enqueue with herder.HerderClient and run `herder worker` (whose "
+    "ctx['redis'] still offers enqueue_job)"
+)
+
+
+def refuse_cluster(settings: HerderSettings, what: str) -> None:
+    if settings.redis_cluster:
+        raise InvalidInput(CLUSTER_REFUSED.format(what=what))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -256,6 +298,7 @@ async def create_pool(
     expires_extra_ms: int = expires_extra_ms,
 ) -> ArqRedis:
     """arq's create_pool: connect (retrying `conn_retries` times) and return an ArqRedis."""
+    refuse_cluster(HerderSettings(), "create_pool")
     settings = settings_ or RedisSettings()
     if settings.sentinel or not isinstance(settings.host, str):
         raise InvalidInput("herder.arq: use HERDER_REDIS_SENTINELS for Sentinel, not RedisSettings.sentinel")

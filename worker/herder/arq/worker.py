@@ -33,7 +33,7 @@ from pydantic_core import to_jsonable_python
 from redis.asyncio import Redis
 
 from herder.arq.codec import decode_call, herder_queue
-from herder.arq.connections import OPEN_MAX_ATTEMPTS, ArqRedis, RedisSettings, settings_for
+from herder.arq.connections import OPEN_MAX_ATTEMPTS, ArqRedis, RedisSettings, refuse_cluster, settings_for
 from herder.arq.jobs import job_def
 from herder.errors import InvalidInput, PermanentError, RetryableError
 from herder.settings import HerderSettings
@@ -120,6 +120,7 @@ class Worker(HerderWorker):
         for fname, fn in self.arq_functions.items():
             tasks.add(Task(name=fname, fn=self._runner(fn), max_attempts=OPEN_MAX_ATTEMPTS))
         settings = herder_settings or settings_for(redis_pool if redis_pool is not None else redis_settings)
+        refuse_cluster(settings, "Worker")
         self.keep_result_s = float(to_seconds(keep_result) or 0)
         self.keep_result_forever = keep_result_forever
         super().__init__(

@@ -45,9 +45,12 @@ def ctx_client(settings: HerderSettings, redis: Any, queue: str, tasks: TaskSet)
     """ctx['redis'] for tasks written for arq: an ArqRedis on the worker's connection pool whose
     enqueue_job writes Herder jobs onto this queue (arq's own client writes to `arq:queue`,
     where no Herder worker looks). This worker's tasks take keyword arguments as payload."""
-    from herder.arq.connections import ArqRedis, OpenTaskSet
+    from herder.arq.connections import ArqRedis, ClusterArqRedis, OpenTaskSet
     from herder.client import HerderClient
+    from herder.connection import is_cluster
 
+    if is_cluster(redis):  # no connection pool to share: a cluster client has one per node
+        return ClusterArqRedis(redis, HerderClient(settings, OpenTaskSet(tasks), redis=redis), queue, tasks)
     return ArqRedis(
         connection_pool=redis.connection_pool,
         default_queue_name=queue,

@@ -12,21 +12,32 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herder import metrics
+from herder.connection import CLUSTER_OUTAGE_ERRORS, is_cluster
 from herder.logs import get_logger
 from herder.worker.state import WorkerState
 
 log = get_logger("herder.worker")
 
 # Errors that mean "Redis is unreachable right now", as opposed to a bug in a script.
-OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    *CLUSTER_OUTAGE_ERRORS,
+)
 LOOP_BLOCK_THRESHOLD_S = 1.0
 
 
 class HealthMixin(WorkerState):
     async def _check_persistence(self) -> None:
         try:
-            cfg = await self.redis.config_get("appendonly")
-            cfg.update(await self.redis.config_get("save"))
+            at = {}
+            if is_cluster(self.redis):  # the master serving this queue (CONFIG goes to any node)
+                await self.redis.initialize()  # the slot map, which get_node_from_key reads
+                at = {"target_nodes": self.redis.get_node_from_key(self.keyspace.ready)}
+            cfg = await self.redis.config_get("appendonly", **at)
+            cfg.update(await self.redis.config_get("save", **at))
         except OUTAGE_ERRORS:
             raise
         except RedisError as exc:  # CONFIG is often denied to least-privilege ACL users

@@ -42,6 +42,8 @@ from herder.worker.progress import Reporter
 from herder.worker.shutdown import ShutdownMixin
 from herder.worker.state import Running
 
+# Failures of advisory writes (trend samples): any Redis error or outage, never fatal.
+ADVISORY_ERRORS: tuple[type[Exception], ...] = (RedisError, *OUTAGE_ERRORS)
 log = get_logger("herder.worker")
 
 PRECISE_WINDOW_S = 0.25
@@ -322,7 +324,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self._trend_minute = minute
         try:
             await trends.record(self.redis, self.keyspace, self.lease_ms)
-        except (RedisError, *OUTAGE_ERRORS) as exc:  # advisory: never stop the loop for it
+        except ADVISORY_ERRORS as exc:  # advisory: never stop the loop for it
             log.info("trend sample not recorded", error=str(exc))
 
     async def _run_cron(self) -> None:

@@ -67,7 +67,10 @@ class Reporter:
                 pipe.llen(key)
                 tail, length = await pipe.execute()
             n = next_number(tail, int(length))
-            async with self.redis.pipeline(transaction=True) as pipe:
+            # Not a transaction (redis-py's cluster client has none, and it is not needed):
+            # a crash between the two leaves the log one batch over its cap until the next
+            # write trims it, and readers already check the head for trims (jobevents).
+            async with self.redis.pipeline(transaction=False) as pipe:
                 # Only the newest max_events can survive the trim: don't ship the rest.
                 skip = max(0, len(events) - self.max_events)
                 encoded = [self._event(e, n + skip + i) for i, e in enumerate(events[skip:])]

@@ -93,7 +93,10 @@ class ShutdownMixin(WorkerState):
     async def _leave(self) -> None:
         """Remove this worker from the registry on a clean exit."""
         with contextlib.suppress(*OUTAGE_ERRORS, RedisError):
-            async with self.redis.pipeline(transaction=True) as pipe:
+            # Not a transaction (redis-py's cluster client has none): a crash between the two
+            # leaves a worker hash that nothing lists (the registry is the zset) and that
+            # expires by its TTL.
+            async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self.keyspace.workers, self.worker_id)
                 pipe.delete(self.keyspace.worker(self.worker_id), self.keyspace.control(self.worker_id))
                 await pipe.execute()
