@@ -8,20 +8,16 @@ lifetime has passed (the time is printed; docs/operator.md has the numbers).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_operator_kmock import GROUP, NS, PLURAL, VERSION, tq_spec, until
-from test_operator_logs import api_server  # noqa: F401 (the fixture)
+from operator_harness import PEERING, Kube, spawn_operator, stop_operators, tq_spec, until
 
 from redis_proc import RedisProc
 
@@ -34,36 +30,21 @@ class Operators:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, lifetime: int, priority: int | None = None) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HERDER_METRICS_PORT="0")
-        env["HERDER_PEERING_LIFETIME"] = str(lifetime)
+        env = {"HERDER_PEERING_LIFETIME": str(lifetime)}
         if priority is not None:
             env["HERDER_PEERING_PRIORITY"] = str(priority)
-        cmd = [sys.executable, "-m", "kopf", "run", "-m", "herder_operator.handlers", "--all-namespaces"]
-        cmd += ["--peering", "herder-operator"]
-        with open(self.log_dir / f"operator-{len(self.procs)}.log", "wb") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = spawn_operator(self.kubeconfig, self.log_dir / f"operator-{len(self.procs)}.log", **env)
         self.procs.append(proc)
         return proc
 
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-
 
 @pytest.fixture
-def operators(api_server: tuple[Any, Path], tmp_path: Path) -> Iterator[Operators]:  # noqa: F811
-    ops = Operators(api_server[1], tmp_path)
+def operators(kube: Kube, tmp_path: Path) -> Iterator[Operators]:
+    ops = Operators(kube.kubeconfig, tmp_path)
     try:
         yield ops
     finally:
-        ops.stop_all()
+        stop_operators(ops.procs)
 
 
 def _ms(iso: str) -> int:
@@ -71,35 +52,21 @@ def _ms(iso: str) -> int:
 
 
 def test_a_replacement_acts_at_once_and_a_standby_takes_over(
-    api_server: tuple[Any, Path],  # noqa: F811
+    kube: Kube,
     operators: Operators,
     redis_server: RedisProc,
 ) -> None:
     from kubernetes import client as k8s
 
-    api = api_server[0]
-    custom = k8s.CustomObjectsApi(api)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TaskQueue",
-        "metadata": {
-            "name": "fo",
-            "namespace": NS,
-            "uid": str(uuid.uuid4()),
-            "generation": 1,
-            "resourceVersion": "1",
-        },
-        "spec": tq_spec(redis_server.url, minReplicas=1),
-    }
-    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+    custom = k8s.CustomObjectsApi(kube.api)
+    kube.create_tq("fo", tq_spec(redis_server.url, minReplicas=1))
 
     def last_step() -> int:
-        st = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "fo").get("status") or {}
-        recs = (st.get("memory") or {}).get("recommendations") or [{}]
+        recs = (kube.status("fo").get("memory") or {}).get("recommendations") or [{}]
         return int(recs[-1].get("at") or 0)
 
     def peers() -> dict[str, Any]:
-        obj = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "herder-operator")
+        obj = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
         return dict(obj.get("status") or {})
 
     # One replica, crashed: the dead peer stays "alive" in the peering object for its lifetime (60 s,

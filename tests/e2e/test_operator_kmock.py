@@ -3,160 +3,17 @@ kubelet running `herder worker` processes and real Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from kopf.testing import KopfRunner
-from kube_harness import KmockThread, Kubelet, raw
+from operator_harness import Cluster, arun, tq_spec, until
 
 from herder.client import HerderClient
 from herder.models import Job, JobState
-from herder.settings import HerderSettings
 from redis_proc import RedisProc
 
 pytestmark = pytest.mark.timeout(240)
-
-NS = "default"
-GROUP, VERSION, PLURAL = "herder.dev", "v1alpha1", "taskqueues"
-T = TypeVar("T")
-
-
-def arun(fn: Callable[[HerderClient], Awaitable[T]], url: str) -> T:
-    async def main() -> T:
-        async with HerderClient(HerderSettings(redis_url=url, redis_connect_timeout=0.5)) as c:
-            return await fn(c)
-
-    return asyncio.run(main())
-
-
-def until(
-    probe: Callable[[], T], ok: Callable[[T], bool], timeout: float, what: str, every: float = 0.25
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout}s; last: {value!r}")
-        time.sleep(every)
-
-
-@dataclass
-class Cluster:
-    api: Any
-    kubelet: Kubelet
-    runner: KopfRunner
-
-    def create_tq(self, name: str, spec: dict[str, Any]) -> None:
-        from kubernetes import client as k8s
-
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TaskQueue",
-            # kmock is no API server: the harness fills what one would.
-            "metadata": {
-                "name": name,
-                "namespace": NS,
-                "uid": str(uuid.uuid4()),
-                "generation": 1,
-                "resourceVersion": "1",
-                "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-            "spec": spec,
-        }
-        k8s.CustomObjectsApi(self.api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
-
-    def patch_spec(self, name: str, patch: dict[str, Any]) -> None:
-        from kubernetes import client as k8s
-
-        k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object(
-            GROUP, VERSION, NS, PLURAL, name, {"spec": patch}, _content_type="application/merge-patch+json"
-        )
-
-    def tq(self, name: str) -> dict[str, Any]:
-        from kubernetes import client as k8s
-
-        api = k8s.CustomObjectsApi(self.api)
-        result: dict[str, Any] = raw(api.get_namespaced_custom_object, GROUP, VERSION, NS, PLURAL, name)
-        return result
-
-    def status(self, name: str) -> dict[str, Any]:
-        return dict(self.tq(name).get("status") or {})
-
-    def condition(self, name: str, type_: str) -> dict[str, Any]:
-        for c in self.status(name).get("conditions", []) or []:
-            if c.get("type") == type_:
-                return dict(c)
-        return {}
-
-    def deployment(self, name: str) -> dict[str, Any] | None:
-        from kubernetes import client as k8s
-
-        items = raw(k8s.AppsV1Api(self.api).list_namespaced_deployment, NS).get("items", [])
-        return next((d for d in items if d["metadata"]["name"] == f"{name}-workers"), None)
-
-    def replicas(self, name: str) -> int | None:
-        dep = self.deployment(name)
-        return None if dep is None else int(dep["spec"].get("replicas") or 0)
-
-    def events(self) -> list[dict[str, Any]]:
-        from kubernetes import client as k8s
-
-        items: list[dict[str, Any]] = raw(k8s.CoreV1Api(self.api).list_namespaced_event, NS).get("items", [])
-        return items
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    from kubernetes import client as k8s
-    from kubernetes import config
-
-    server = KmockThread().start()
-    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    # The client reads KUBECONFIG once, at import; kopf's login uses this default location.
-    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    api = config.new_client_from_config(str(kubeconfig))
-    # Peering: the operator refuses to act unless it holds the peering object's lease.
-    peering = {
-        "apiVersion": "kopf.dev/v1",
-        "kind": "ClusterKopfPeering",
-        "metadata": {"name": "herder-operator", "uid": str(uuid.uuid4())},
-        "status": {},
-    }
-    k8s.CustomObjectsApi(api).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
-    kubelet = Kubelet(api, NS, worker_env, tmp_path / "pods").start()
-    args = ["run", "-m", "herder_operator.handlers", "--all-namespaces", "--peering", "herder-operator"]
-    try:
-        with KopfRunner(args, timeout=60) as runner:
-            yield Cluster(api, kubelet, runner)
-    finally:
-        kubelet.stop()
-        server.stop()
-
-
-def tq_spec(redis_url: str, **over: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "queue": "e2e",
-        "redis": {"url": redis_url},
-        "worker": {"image": "herder:dev", "concurrency": 5},
-        "minReplicas": 1,
-        "maxReplicas": 4,
-        "targetUtilization": 100,
-        "scaleUp": {"stabilizationSeconds": 0},
-        "scaleDown": {"stabilizationSeconds": 2, "cooldownSeconds": 3},
-        "pollIntervalSeconds": 1,
-        "drainTimeoutSeconds": 30,
-    }
-    spec.update(over)
-    return spec
 
 
 def test_burst_scales_up_to_max_and_back_without_interrupting(

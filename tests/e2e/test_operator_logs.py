@@ -4,91 +4,37 @@ per decision, and not kopf's "Timer 'reconcile' succeeded" once a second."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kube_harness import KmockThread
-from test_operator_kmock import GROUP, NS, PLURAL, VERSION, arun, tq_spec, until
+from operator_harness import Kube, arun, spawn_operator, stop_operators, tq_spec, until
 
 from redis_proc import RedisProc
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def api_server(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
-    from kubernetes import client as k8s
-    from kubernetes import config
-
-    server = KmockThread().start()
-    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
-    api = config.new_client_from_config(str(kubeconfig))
-    peering = {
-        "apiVersion": "kopf.dev/v1",
-        "kind": "ClusterKopfPeering",
-        "metadata": {"name": "herder-operator", "uid": str(uuid.uuid4())},
-        "status": {},
-    }
-    k8s.CustomObjectsApi(api).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
-    try:
-        yield api, kubeconfig
-    finally:
-        server.stop()
-
-
 def test_json_logs_under_kopf_run_one_line_per_decision(
-    api_server: tuple[Any, Path], redis_server: RedisProc, tmp_path: Path
+    kube: Kube, redis_server: RedisProc, tmp_path: Path
 ) -> None:
-    from kubernetes import client as k8s
-
-    api, kubeconfig = api_server
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERDER_LOG_FORMAT="json", HERDER_LOG_LEVEL="INFO")
-    env["HERDER_METRICS_PORT"] = "0"
     log_path = tmp_path / "operator.log"
-    cmd = [sys.executable, "-m", "kopf", "run", "-m", "herder_operator.handlers", "--all-namespaces"]
-    cmd += ["--peering", "herder-operator"]
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = spawn_operator(kube.kubeconfig, log_path, HERDER_LOG_FORMAT="json", HERDER_LOG_LEVEL="INFO")
     try:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TaskQueue",
-            "metadata": {
-                "name": "logs",
-                "namespace": NS,
-                "uid": str(uuid.uuid4()),
-                "generation": 1,
-                "resourceVersion": "1",
-            },
-            "spec": tq_spec(redis_server.url, minReplicas=0),
-        }
-        custom = k8s.CustomObjectsApi(api)
-        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
-
-        def status() -> dict[str, Any]:
-            got = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "logs")
-            return dict(got.get("status") or {})
+        kube.create_tq("logs", tq_spec(redis_server.url, minReplicas=0))
 
         arun(lambda c: c.enqueue("e2e", "sleep", {"seconds": 1.0}), redis_server.url)
-        first = until(status, lambda s: s.get("replicas") == 1, 60, "activation 0->1")
+        first = until(lambda: kube.status("logs"), lambda s: s.get("replicas") == 1, 60, "activation 0->1")
         t0 = first["memory"]["recommendations"][-1]["at"]
         # At least three more steps (timer ticks) after the decision: enough for kopf's
         # per-tick "Timer ... succeeded" lines to have appeared, were they still at INFO.
-        until(status, lambda s: s["memory"]["recommendations"][-1]["at"] >= t0 + 3000, 30, "later steps")
+        until(
+            lambda: kube.status("logs"),
+            lambda s: s["memory"]["recommendations"][-1]["at"] >= t0 + 3000,
+            30,
+            "later steps",
+        )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_operators([proc])
 
     lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
     records = []

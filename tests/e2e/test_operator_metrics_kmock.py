@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from operator_harness import GROUP, NS, PLURAL, VERSION, Cluster, tq_spec, until
 from prometheus_client.parser import text_string_to_metric_families
-from test_operator_kmock import GROUP, NS, PLURAL, VERSION, Cluster, cluster, tq_spec, until
 
 from redis_proc import RedisProc, free_port
 
-__all__ = ["cluster"]
 pytestmark = pytest.mark.timeout(180)
 
 

@@ -13,14 +13,7 @@ from typing import Any
 
 import pytest
 from kube_harness import raw
-from test_operator_kmock import (
-    NS,
-    Cluster,
-    arun,
-    cluster,  # noqa: F401 (the fixture)
-    tq_spec,
-    until,
-)
+from operator_harness import NS, Cluster, arun, tq_spec, until
 
 from herder.client import HerderClient
 from herder.models import Job, JobState
@@ -43,7 +36,7 @@ def is_ready(p: dict[str, Any] | None) -> bool:
 
 @pytest.mark.parametrize("case", ["not-ready", "restarted", "pending"])
 def test_scale_down_removes_only_the_drained_pods(
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
     redis_server: RedisProc,
     case: str,
 ) -> None:
@@ -131,7 +124,7 @@ def test_scale_down_removes_only_the_drained_pods(
     arun(lambda c: c.cancel(long_id, "e2e"), url)  # so that teardown need not wait for it
 
 
-def test_status_says_scaling_until_the_workers_are_up(cluster: Cluster, redis_server: RedisProc) -> None:  # noqa: F811
+def test_status_says_scaling_until_the_workers_are_up(cluster: Cluster, redis_server: RedisProc) -> None:
     url = redis_server.url
     spec = tq_spec(
         url,

@@ -4,63 +4,16 @@ the old one stopped (issue 9: before, a restart forgot the windows and scaled do
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kopf.testing import KopfRunner
-from kube_harness import KmockThread, Kubelet
-from test_operator_kmock import Cluster, arun, tq_spec, until
+from operator_harness import Cluster, arun, tq_spec, until
 
 from herder.client import HerderClient
 from herder.models import JobState
 from redis_proc import RedisProc
 
 pytestmark = pytest.mark.timeout(240)
-ARGS = ["run", "-m", "herder_operator.handlers", "--all-namespaces", "--peering", "herder-operator"]
-
-
-class Restartable(Cluster):
-    def restart(self) -> None:
-        """Stop the operator (as a pod deletion would) and start a new one in its place."""
-        self.runner.__exit__(None, None, None)
-        self.runner = KopfRunner(ARGS, timeout=60)
-        self.runner.__enter__()
-
-
-@pytest.fixture
-def rcluster(
-    tmp_path: Path, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Restartable]:
-    from kubernetes import client as k8s
-    from kubernetes import config
-
-    server = KmockThread().start()
-    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    api = config.new_client_from_config(str(kubeconfig))
-    peering = {
-        "apiVersion": "kopf.dev/v1",
-        "kind": "ClusterKopfPeering",
-        "metadata": {"name": "herder-operator", "uid": str(uuid.uuid4())},
-        "status": {},
-    }
-    k8s.CustomObjectsApi(api).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
-    kubelet = Kubelet(api, "default", worker_env, tmp_path / "pods").start()
-    runner = KopfRunner(ARGS, timeout=60)
-    runner.__enter__()
-    c = Restartable(api, kubelet, runner)
-    try:
-        yield c
-    finally:
-        try:
-            c.runner.__exit__(None, None, None)
-        finally:
-            kubelet.stop()
-            server.stop()
 
 
 def states(url: str, ids: list[str]) -> list[JobState]:
@@ -75,9 +28,9 @@ def memory(c: Cluster, name: str) -> dict[str, Any]:
 
 
 def test_restart_mid_stabilization_and_cooldown_and_drain_keeps_the_memory(
-    rcluster: Restartable, redis_server: RedisProc
+    cluster: Cluster, redis_server: RedisProc
 ) -> None:
-    c, url = rcluster, redis_server.url
+    c, url = cluster, redis_server.url
     window, cooldown = 20, 12
     spec = tq_spec(
         url,
@@ -125,8 +78,8 @@ def test_restart_mid_stabilization_and_cooldown_and_drain_keeps_the_memory(
     assert f"(highest over {window}s)" in str(c.status("rs").get("lastScaleReason")), reason
 
 
-def test_restart_mid_drain_keeps_the_deadline(rcluster: Restartable, redis_server: RedisProc) -> None:
-    c, url = rcluster, redis_server.url
+def test_restart_mid_drain_keeps_the_deadline(cluster: Cluster, redis_server: RedisProc) -> None:
+    c, url = cluster, redis_server.url
     spec = tq_spec(
         url,
         worker={"image": "herder:dev", "concurrency": 1},

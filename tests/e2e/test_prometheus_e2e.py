@@ -24,14 +24,13 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
-from test_operator_kmock import Cluster, cluster, tq_spec, until
+from operator_harness import Cluster, tq_spec, until
 
 from herder.client import HerderClient
 from herder.settings import HerderSettings
 from redis_proc import RedisProc, free_port
 from toolbins import find_binary
 
-__all__ = ["cluster"]
 pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]

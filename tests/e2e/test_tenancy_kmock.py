@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_operator_kmock import NS, Cluster, cluster, tq_spec, until
+from operator_harness import NS, Cluster, tq_spec, until
 
 from redis_proc import RedisProc, free_port
 
-__all__ = ["cluster"]  # the fixture, imported for the tests below
 pytestmark = pytest.mark.timeout(180)
 
 
