@@ -3,16 +3,12 @@ calling `await redis.enqueue_job(...)`) on Herder, autoscaled by `herder up`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import IO
 
 import pytest
 import yaml
+from up_harness import herder_up, poll_until, tq_doc
 
 from herder.arq import create_pool
 from herder.arq.connections import RedisSettings
@@ -24,81 +20,43 @@ pytestmark = pytest.mark.timeout(180)
 APPS = str(Path(__file__).resolve().parent.parent / "apps")
 
 
-async def poll_until(probe, ok, timeout: float, every: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if ok(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last: {value!r}")
-        await asyncio.sleep(every)
-
-
-def start_up(
-    path: Path, url: str, env: dict[str, str], log_path: Path
-) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    log = open(log_path, "wb")
-    cmd = [sys.executable, "-m", "herder.cli", "up", "-f", str(path), "--redis-url", url]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-
 async def test_arq_app_runs_on_herder_autoscaled_by_up(
     tmp_path: Path, redis_server: RedisProc, client: HerderClient, worker_env: dict[str, str]
 ) -> None:
-    doc = {
-        "apiVersion": "herder.dev/v1alpha1",
-        "kind": "TaskQueue",
-        "metadata": {"name": "arqapp"},
-        "spec": {
-            "queue": "arq.queue",
-            "redis": {"url": "redis://unused:6379/0"},
-            "worker": {"image": "herder:dev", "app": "arq_app:WorkerSettings", "concurrency": 3},
-            "minReplicas": 0,
-            "maxReplicas": 3,
-            "targetUtilization": 100,
-            "scaleUp": {"stabilizationSeconds": 0},
-            "scaleDown": {"stabilizationSeconds": 2, "cooldownSeconds": 3},
-            "pollIntervalSeconds": 1,
-            "drainTimeoutSeconds": 30,
-        },
-    }
+    doc = tq_doc(
+        "arqapp",
+        queue="arq.queue",
+        worker={"image": "herder:dev", "app": "arq_app:WorkerSettings", "concurrency": 3},
+        maxReplicas=3,
+    )
     path = tmp_path / "tq.yaml"
     path.write_text(yaml.safe_dump(doc))
     env = {**worker_env, "PYTHONPATH": os.pathsep.join(p for p in (APPS, worker_env.get("PYTHONPATH")) if p)}
-    proc, log = start_up(path, redis_server.url, env, tmp_path / "up.log")
-    redis = await create_pool(RedisSettings(host="127.0.0.1", port=redis_server.port))
-    try:
-        # The producer, unchanged apart from its import: arq's enqueue_job and Job handles.
-        jobs = [await redis.enqueue_job("work", i) for i in range(18)]
-        assert all(j is not None for j in jobs)
-        peak = 0
-
-        async def workers() -> int:
-            nonlocal peak
-            n = len((await client.status("arq.queue")).workers)
-            peak = max(peak, n)
-            return n
-
-        await poll_until(workers, lambda n: n >= 2, 60)
-        results = [await j.result(timeout=90, poll_delay=0.1) for j in jobs if j is not None]
-        assert [r["n"] for r in results] == [i * 2 for i in range(18)]
-        assert all(r["worker"].startswith("pid-") and r["try"] == 1 for r in results)  # on_startup ran
-        assert len({r["worker"] for r in results}) >= 2  # spread over scaled-up workers
-        assert all([await j.status() == JobStatus.complete for j in jobs if j is not None])
-        # cron_jobs ran (run_at_startup, then every 30 s) through ctx['redis'] on Herder's queue.
-        assert await redis.get("arq_app:cron_ran")
-        assert peak >= 2
-    finally:
-        await redis.close()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGINT)
+    with herder_up(path, redis_server.url, env, tmp_path / "up.log") as up:
+        redis = await create_pool(RedisSettings(host="127.0.0.1", port=redis_server.port))
         try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-        log.close()
-    out = (tmp_path / "up.log").read_text()
-    assert code == 0, out[-3000:]
+            # The producer, unchanged apart from its import: arq's enqueue_job and Job handles.
+            jobs = [await redis.enqueue_job("work", i) for i in range(18)]
+            assert all(j is not None for j in jobs)
+            peak = 0
+
+            async def workers() -> int:
+                nonlocal peak
+                n = len((await client.status("arq.queue")).workers)
+                peak = max(peak, n)
+                return n
+
+            await poll_until(workers, lambda n: n >= 2, 60)
+            results = [await j.result(timeout=90, poll_delay=0.1) for j in jobs if j is not None]
+            assert [r["n"] for r in results] == [i * 2 for i in range(18)]
+            assert all(r["worker"].startswith("pid-") and r["try"] == 1 for r in results)  # on_startup ran
+            assert len({r["worker"] for r in results}) >= 2  # spread over scaled-up workers
+            assert all([await j.status() == JobStatus.complete for j in jobs if j is not None])
+            # cron_jobs ran (run_at_startup, then every 30 s) through ctx['redis'] on Herder's queue.
+            assert await redis.get("arq_app:cron_ran")
+            assert peak >= 2
+        finally:
+            await redis.close()
+    out = up.output
+    assert up.code == 0, out[-3000:]
     assert "Scaled" in out, out[-3000:]

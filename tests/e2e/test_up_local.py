@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 import yaml
+from up_harness import herder_up, poll_until, tq_doc
 
 from herder.client import HerderClient
 from herder.models import JobState
@@ -24,55 +20,12 @@ from redis_proc import RedisProc
 pytestmark = pytest.mark.timeout(180)
 
 
-def tq_doc(**over: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "queue": "default",
-        "redis": {"url": "redis://unused:6379/0"},
-        "worker": {"image": "herder:dev", "concurrency": 5},
-        "minReplicas": 0,
-        "maxReplicas": 4,
-        "targetUtilization": 100,
-        "scaleUp": {"stabilizationSeconds": 0},
-        "scaleDown": {"stabilizationSeconds": 2, "cooldownSeconds": 3},
-        "pollIntervalSeconds": 1,
-        "drainTimeoutSeconds": 30,
-    }
-    spec.update(over)
-    return {
-        "apiVersion": "herder.dev/v1alpha1",
-        "kind": "TaskQueue",
-        "metadata": {"name": "demo"},
-        "spec": spec,
-    }
-
-
-async def poll_until(probe: Any, ok: Any, timeout: float, every: float = 0.2) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await probe()
-        if ok(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last: {value!r}")
-        await asyncio.sleep(every)
-
-
-def start_up(
-    path: Path, url: str, env: dict[str, str], log_path: Path
-) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    log = open(log_path, "wb")
-    cmd = [sys.executable, "-m", "herder.cli", "up", "-f", str(path), "--redis-url", url]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-
 async def test_herder_up_scales_a_burst_up_and_back_to_zero(
     tmp_path: Path, redis_server: RedisProc, client: HerderClient, worker_env: dict[str, str]
 ) -> None:
     path = tmp_path / "tq.yaml"
     path.write_text(yaml.safe_dump(tq_doc()))
-    proc, log = start_up(path, redis_server.url, worker_env, tmp_path / "up.log")
-    try:
+    with herder_up(path, redis_server.url, worker_env, tmp_path / "up.log") as up:
         ids = [(await client.enqueue("default", "sleep", {"seconds": 1.0})).id for _ in range(40)]
         peak = 0
 
@@ -92,17 +45,8 @@ async def test_herder_up_scales_a_burst_up_and_back_to_zero(
         assert all(j.attempts == 1 and not j.errors for j in jobs), [j.errors for j in jobs if j.errors]
         await poll_until(workers, lambda n: n == 0, 60)
         assert peak == 4
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGINT)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-        log.close()
-    out = (tmp_path / "up.log").read_text()
-    assert code == 0, out[-3000:]
+    out = up.output
+    assert up.code == 0, out[-3000:]
     assert "Scaled" in out and "Draining" in out, out[-3000:]
 
 

@@ -1,0 +1,73 @@
+"""`herder up` as the e2e tests run it: a TaskQueue document with short windows, the command as
+a subprocess stopped with SIGINT (what Ctrl-C sends), and polling at the pace of its steps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from helpers import wait_for
+
+T = TypeVar("T")
+
+
+def tq_doc(name: str = "demo", **over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "queue": "default",
+        "redis": {"url": "redis://unused:6379/0"},
+        "worker": {"image": "herder:dev", "concurrency": 5},
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "targetUtilization": 100,
+        "scaleUp": {"stabilizationSeconds": 0},
+        "scaleDown": {"stabilizationSeconds": 2, "cooldownSeconds": 3},
+        "pollIntervalSeconds": 1,
+        "drainTimeoutSeconds": 30,
+    }
+    spec.update(over)
+    return {
+        "apiVersion": "herder.dev/v1alpha1",
+        "kind": "TaskQueue",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+async def poll_until(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float) -> T:
+    return await wait_for(probe, ok, timeout, every=0.2)
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    code: int | None = None  # once stopped
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def herder_up(path: Path, url: str, env: dict[str, str], log_path: Path) -> Iterator[Up]:
+    """`herder up -f path` running for the block; then SIGINT, and SIGKILL after 60 s."""
+    cmd = [sys.executable, "-m", "herder.cli", "up", "-f", str(path), "--redis-url", url]
+    with open(log_path, "wb") as log:
+        up = Up(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log_path)
+        try:
+            yield up
+        finally:
+            if up.proc.poll() is None:
+                os.kill(up.proc.pid, signal.SIGINT)
+            try:
+                up.code = up.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                up.proc.kill()
+                up.code = up.proc.wait(10)
