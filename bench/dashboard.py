@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -31,8 +27,8 @@ from benchlib import RedisServer, fmt, machine, percentile, progress, table
 from herder import trends
 from herder.client import HerderClient
 from herder.dashboard import create_app
-from herder.localredis import free_port
 from herder.settings import HerderSettings
+from weblib import chromium_path, launch_chromium, serving
 
 TOKEN = "bench-token"
 
@@ -125,9 +121,7 @@ def sse_first_event(url: str, job_id: str, repeat: int) -> list[str]:
 
 
 def page_times(url: str, repeat: int) -> list[list[str]]:
-    chromium = (
-        os.environ.get("HERDER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    )
+    chromium = chromium_path()
     if not chromium:
         progress("chromium not installed: page timings skipped")
         return []
@@ -135,12 +129,7 @@ def page_times(url: str, repeat: int) -> list[list[str]]:
 
     rows = []
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+        b = launch_chromium(p, chromium)
         page = b.new_page()
         page.goto(f"{url}/#token={TOKEN}")
         expect(page.locator("#queues tbody tr").first).to_be_visible(timeout=120_000)
@@ -179,18 +168,7 @@ def main() -> None:
                 await trends.record(c.redis, c.keys("big"), lease_ms=10_000)
 
         asyncio.run(sample())
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(settings, token=TOKEN), host="127.0.0.1", port=port, log_level="warning",
-            timeout_graceful_shutdown=2,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-        try:
+        with serving(create_app(settings, token=TOKEN)) as url:
             n = args.queues
             mid = args.jobs // 2
             calls = [
@@ -217,9 +195,6 @@ def main() -> None:
             rows = time_calls(url, calls, args.repeat)
             rows.append(sse_first_event(url, f"job-{mid}", args.repeat))
             rows += page_times(url, max(3, args.repeat // 4))
-        finally:
-            server.should_exit = True
-            thread.join(15)
         print()
         print(f"Dashboard, {args.queues:,} queues + one queue of {args.jobs:,} jobs; {machine()}; "
               f"redis-server {srv.version()}; {args.repeat} repeats")  # fmt: skip

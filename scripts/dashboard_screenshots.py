@@ -18,17 +18,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import uvicorn
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # weblib, shared with the bench
 
 from herder import trends
 from herder.client import HerderClient
 from herder.dashboard import create_app
-from herder.localredis import LocalRedis, free_port
+from herder.localredis import LocalRedis
 from herder.settings import HerderSettings
+from weblib import chromium_path, launch_chromium, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img"
@@ -91,13 +91,14 @@ async def wait_state(settings: HerderSettings, job_id: str, states: set[str], ti
 def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    chromium = chromium_path()
+    if chromium is None:
+        raise SystemExit("no chromium found: install it or set HERDER_CHROMIUM")
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="herder-shots-"))
     tmp.chmod(0o755)
     redis = LocalRedis(tmp / "redis").start()
     worker = None
-    server = None
-    thread = None
     try:
         settings = HerderSettings(redis_url=redis.url, lease_seconds=2)
         ids = asyncio.run(seed(settings))
@@ -127,25 +128,8 @@ def main() -> None:
         )
         asyncio.run(wait_state(settings, ids["claude"], {"succeeded", "dead"}))
         asyncio.run(fake_history(settings))
-        port = free_port()
-        app = create_app(settings, token=TOKEN)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-        chromium = os.environ.get("HERDER_CHROMIUM") or shutil.which("chromium") or "chromium"
-        with sync_playwright() as p:
-            b = p.chromium.launch(
-                executable_path=chromium,
-                headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
-            )  # fmt: skip
+        with serving(create_app(settings, token=TOKEN)) as url, sync_playwright() as p:
+            b = launch_chromium(p, chromium)
             page = b.new_page(viewport={"width": 1280, "height": 860})
             page.goto(f"{url}/#token={TOKEN}")
             expect(page.locator('#queues tr[data-queue="emails"]')).to_be_visible()
@@ -164,10 +148,6 @@ def main() -> None:
             b.close()
         print("wrote", ", ".join(sorted(p.name for p in OUT.glob("dashboard-*.png"))))
     finally:
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(10)
         if worker is not None:
             worker.terminate()
             try:
