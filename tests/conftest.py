@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -78,3 +80,19 @@ def worker_env(redis_server: RedisProc) -> dict[str, str]:
     env["HERDER_LEASE_SECONDS"] = "2"
     env.pop("HERDER_APP", None)
     return env
+
+
+@pytest.fixture
+def cc_env(worker_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """worker_env for the Claude Code processor with the fake CLI (tests/fakes/claude)."""
+    # Not under tmp_path (mode 0700 under root): the run's child is an unprivileged uid.
+    root = Path(tempfile.mkdtemp(prefix="herder-cc-"))
+    root.chmod(0o755)
+    env = dict(worker_env)
+    env.update(
+        HERDER_CLAUDE_BIN=str(Path(__file__).parent / "fakes" / "claude"),
+        HERDER_CLAUDE_WORKSPACE_ROOT=str(root / "workspaces"),
+        ANTHROPIC_API_KEY="sk-test-not-a-real-key",
+    )
+    yield env
+    shutil.rmtree(root, ignore_errors=True)

@@ -13,9 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +24,6 @@ from procs import WorkerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "typescript"
-FAKE = Path(__file__).parent / "fakes" / "claude"
 CLI = [sys.executable, "-m", "herder.cli"]
 
 
@@ -75,21 +72,6 @@ def test_a_payload_that_breaks_the_task_model_does_not_compile(example: Path) ->
     finally:
         bad.unlink()
     assert p.returncode != 0 and "src/bad.ts(2," in p.stdout and "TS2322" in p.stdout, p.stdout
-
-
-@pytest.fixture
-def cc_env(worker_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    # Not under tmp_path (mode 0700 under root): the run's child is an unprivileged uid.
-    root = Path(tempfile.mkdtemp(prefix="herder-api-ts-"))
-    root.chmod(0o755)
-    env = dict(worker_env)
-    env.update(
-        HERDER_CLAUDE_BIN=str(FAKE),
-        HERDER_CLAUDE_WORKSPACE_ROOT=str(root / "workspaces"),
-        ANTHROPIC_API_KEY="sk-test-not-a-real-key",
-    )
-    yield env
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_typescript_client_submits_a_claude_run_and_streams_it_to_the_result(

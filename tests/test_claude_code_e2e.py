@@ -5,36 +5,15 @@ result after."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 
 from procs import WorkerProc
 
-FAKE = Path(__file__).parent / "fakes" / "claude"
 CLI = [sys.executable, "-m", "herder.cli"]
-
-
-@pytest.fixture
-def cc_env(worker_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    # Not under tmp_path (mode 0700 under root): the child runs as an unprivileged uid.
-    root = Path(tempfile.mkdtemp(prefix="herder-cc-e2e-"))
-    root.chmod(0o755)
-    env = dict(worker_env)
-    env.update(
-        HERDER_CLAUDE_BIN=str(FAKE),
-        HERDER_CLAUDE_WORKSPACE_ROOT=str(root / "workspaces"),
-        ANTHROPIC_API_KEY="sk-test-not-a-real-key",
-    )
-    yield env
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def herder(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -531,18 +530,9 @@ def test_cross_site_form_and_rebinding_are_refused_in_the_browser(
 
 
 @pytest.fixture
-def cc_env(worker_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    root = Path(tempfile.mkdtemp(prefix="herder-dash-cc-"))
-    root.chmod(0o755)
-    env = dict(worker_env)
-    env.update(
-        HERDER_CLAUDE_BIN=str(Path(__file__).parent / "fakes" / "claude"),
-        HERDER_CLAUDE_WORKSPACE_ROOT=str(root / "workspaces"),
-        HERDER_CLAUDE_PROGRESS_INTERVAL_SECONDS="0.2",
-        ANTHROPIC_API_KEY="sk-test-not-a-real-key",
-    )
-    yield env
-    shutil.rmtree(root, ignore_errors=True)
+def cc_env(cc_env: dict[str, str]) -> dict[str, str]:
+    # Progress written often, so the page shows it within the run.
+    return {**cc_env, "HERDER_CLAUDE_PROGRESS_INTERVAL_SECONDS": "0.2"}
 
 
 @pytest.fixture
