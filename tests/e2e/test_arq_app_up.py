@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from up_harness import herder_up, poll_until, tq_doc
+from up_harness import Workers, herder_up, poll_until, tq_doc
 
 from herder.arq import create_pool
 from herder.arq.connections import RedisSettings
@@ -38,14 +38,7 @@ async def test_arq_app_runs_on_herder_autoscaled_by_up(
             # The producer, unchanged apart from its import: arq's enqueue_job and Job handles.
             jobs = [await redis.enqueue_job("work", i) for i in range(18)]
             assert all(j is not None for j in jobs)
-            peak = 0
-
-            async def workers() -> int:
-                nonlocal peak
-                n = len((await client.status("arq.queue")).workers)
-                peak = max(peak, n)
-                return n
-
+            workers = Workers(client, "arq.queue")
             await poll_until(workers, lambda n: n >= 2, 60)
             results = [await j.result(timeout=90, poll_delay=0.1) for j in jobs if j is not None]
             assert [r["n"] for r in results] == [i * 2 for i in range(18)]
@@ -54,7 +47,7 @@ async def test_arq_app_runs_on_herder_autoscaled_by_up(
             assert all([await j.status() == JobStatus.complete for j in jobs if j is not None])
             # cron_jobs ran (run_at_startup, then every 30 s) through ctx['redis'] on Herder's queue.
             assert await redis.get("arq_app:cron_ran")
-            assert peak >= 2
+            assert workers.peak >= 2
         finally:
             await redis.close()
     out = up.output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from up_harness import herder_up, poll_until, tq_doc
+from up_harness import Workers, herder_up, poll_until, tq_doc
 
 from herder.client import HerderClient
 from herder.models import JobState
@@ -27,14 +27,7 @@ async def test_herder_up_scales_a_burst_up_and_back_to_zero(
     path.write_text(yaml.safe_dump(tq_doc()))
     with herder_up(path, redis_server.url, worker_env, tmp_path / "up.log") as up:
         ids = [(await client.enqueue("default", "sleep", {"seconds": 1.0})).id for _ in range(40)]
-        peak = 0
-
-        async def workers() -> int:
-            nonlocal peak
-            n = len((await client.status("default")).workers)
-            peak = max(peak, n)
-            return n
-
+        workers = Workers(client, "default")
         await poll_until(workers, lambda n: n == 4, 60)
         await poll_until(
             lambda: asyncio.gather(*(client.get_job(i, "default") for i in ids)),
@@ -44,7 +37,7 @@ async def test_herder_up_scales_a_burst_up_and_back_to_zero(
         jobs = [await client.get_job(i, "default") for i in ids]
         assert all(j.attempts == 1 and not j.errors for j in jobs), [j.errors for j in jobs if j.errors]
         await poll_until(workers, lambda n: n == 0, 60)
-        assert peak == 4
+        assert workers.peak == 4
     out = up.output
     assert up.code == 0, out[-3000:]
     assert "Scaled" in out and "Draining" in out, out[-3000:]

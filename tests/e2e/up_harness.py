@@ -13,25 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from operator_harness import tq_spec
+
 from helpers import wait_for
+from herder.client import HerderClient
 
 T = TypeVar("T")
 
 
 def tq_doc(name: str = "demo", **over: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "queue": "default",
-        "redis": {"url": "redis://unused:6379/0"},
-        "worker": {"image": "herder:dev", "concurrency": 5},
-        "minReplicas": 0,
-        "maxReplicas": 4,
-        "targetUtilization": 100,
-        "scaleUp": {"stabilizationSeconds": 0},
-        "scaleDown": {"stabilizationSeconds": 2, "cooldownSeconds": 3},
-        "pollIntervalSeconds": 1,
-        "drainTimeoutSeconds": 30,
-    }
-    spec.update(over)
+    """The operator e2e tests' TaskQueue for queue `default`, from zero workers; `herder up`
+    replaces the Redis URL with its own --redis-url."""
+    spec = tq_spec("redis://unused:6379/0", **{"queue": "default", "minReplicas": 0, **over})
     return {
         "apiVersion": "herder.dev/v1alpha1",
         "kind": "TaskQueue",
@@ -42,6 +35,18 @@ def tq_doc(name: str = "demo", **over: Any) -> dict[str, Any]:
 
 async def poll_until(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float) -> T:
     return await wait_for(probe, ok, timeout, every=0.2)
+
+
+class Workers:
+    """A probe for poll_until: the queue's live workers, keeping the most seen in `peak`."""
+
+    def __init__(self, client: HerderClient, queue: str) -> None:
+        self.client, self.queue, self.peak = client, queue, 0
+
+    async def __call__(self) -> int:
+        n = len((await self.client.status(self.queue)).workers)
+        self.peak = max(self.peak, n)
+        return n
 
 
 @dataclass
