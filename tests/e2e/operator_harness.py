@@ -21,6 +21,7 @@ from kopf.testing import KopfRunner
 from kube_harness import Kubelet, raw
 
 from herder.client import HerderClient
+from herder.models import Job, QueueStatus
 from herder.settings import HerderSettings
 
 NS = "default"
@@ -37,6 +38,27 @@ def arun(fn: Callable[[HerderClient], Awaitable[T]], url: str) -> T:
             return await fn(c)
 
     return asyncio.run(main())
+
+
+def queue_status(url: str) -> QueueStatus:
+    """The test queue (`e2e`)'s status."""
+    return arun(lambda c: c.status("e2e"), url)
+
+
+def enqueue_sleeps(url: str, n: int, seconds: float) -> list[str]:
+    """`n` jobs of the built-in `sleep` task on the test queue; their ids."""
+
+    async def enqueue(c: HerderClient) -> list[str]:
+        return [(await c.enqueue("e2e", "sleep", {"seconds": seconds})).id for _ in range(n)]
+
+    return arun(enqueue, url)
+
+
+def jobs(url: str, ids: list[str]) -> list[Job]:
+    async def get(c: HerderClient) -> list[Job]:
+        return [await c.get_job(i, "e2e") for i in ids]
+
+    return arun(get, url)
 
 
 def until(

@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from operator_harness import Cluster, arun, tq_spec, until
+from operator_harness import Cluster, enqueue_sleeps, jobs, queue_status, tq_spec, until
 
-from herder.client import HerderClient
-from herder.models import Job, JobState
+from herder.models import JobState
 from redis_proc import RedisProc
 
 pytestmark = pytest.mark.timeout(240)
@@ -26,24 +25,11 @@ def test_burst_scales_up_to_max_and_back_without_interrupting(
     assert dep is not None
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "TaskQueue"
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
-    until(
-        lambda: arun(lambda c: c.status("e2e"), url),
-        lambda s: len(s.workers) == 1,
-        30,
-        "first worker registered",
-    )
-
-    async def enqueue(c: HerderClient) -> list[str]:
-        return [(await c.enqueue("e2e", "sleep", {"seconds": 1.0})).id for _ in range(50)]
-
-    ids = arun(enqueue, url)
+    until(lambda: queue_status(url), lambda s: len(s.workers) == 1, 30, "first worker registered")
+    ids = enqueue_sleeps(url, 50, 1.0)
     until(lambda: cluster.replicas("burst"), lambda n: n == 4, 60, "scaled up to maxReplicas")
-
-    async def jobs(c: HerderClient) -> list[Job]:
-        return [await c.get_job(i, "e2e") for i in ids]
-
     done = until(
-        lambda: arun(jobs, url),
+        lambda: jobs(url, ids),
         lambda js: all(j.state == JobState.succeeded for j in js),
         120,
         "all 50 succeeded",

@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 from kube_harness import raw
-from operator_harness import NS, Cluster, arun, tq_spec, until
+from operator_harness import NS, Cluster, arun, enqueue_sleeps, jobs, queue_status, tq_spec, until
 
-from herder.client import HerderClient
-from herder.models import Job, JobState
+from herder.models import JobState
 from redis_proc import RedisProc
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,9 +51,7 @@ def test_scale_down_removes_only_the_drained_pods(
         drainTimeoutSeconds=120,
     )
     cluster.create_tq("rank", spec)
-    st = until(
-        lambda: arun(lambda c: c.status("e2e"), url), lambda s: len(s.workers) == 1, 60, "first worker"
-    )
+    st = until(lambda: queue_status(url), lambda s: len(s.workers) == 1, 60, "first worker")
     busy = st.workers[0].id
     k = cluster.kubelet
 
@@ -73,10 +70,7 @@ def test_scale_down_removes_only_the_drained_pods(
         k.unready.add(busy)  # probe timeouts under load / not Ready again yet after the restart
     until(lambda: is_ready(pod(cluster, busy)), lambda r: not r, 30, "busy pod not Ready")
 
-    async def enqueue_long(c: HerderClient) -> str:
-        return (await c.enqueue("e2e", "sleep", {"seconds": 600.0})).id
-
-    long_id = arun(enqueue_long, url)
+    [long_id] = enqueue_sleeps(url, 1, 600.0)
     # Waits for the restarted worker to register again, too: it claims the job once it is up.
     until(
         lambda: arun(lambda c: c.get_job(long_id, "e2e"), url),
@@ -85,18 +79,12 @@ def test_scale_down_removes_only_the_drained_pods(
         "long job on it",
     )
 
-    async def enqueue_short(c: HerderClient) -> list[str]:
-        return [(await c.enqueue("e2e", "sleep", {"seconds": 2.0})).id for _ in range(2)]
-
-    short_ids = arun(enqueue_short, url)
+    short_ids = enqueue_sleeps(url, 2, 2.0)
     until(lambda: cluster.replicas("rank"), lambda n: n == 3, 60, "scaled up to 3")
     others = until(lambda: set(k.pods) - {busy}, lambda s: len(s) == 2, 30, "two more pods")
 
-    async def jobs(c: HerderClient, ids: list[str]) -> list[Job]:
-        return [await c.get_job(i, "e2e") for i in ids]
-
     until(
-        lambda: arun(lambda c: jobs(c, short_ids), url),
+        lambda: jobs(url, short_ids),
         lambda js: all(j.state == JobState.succeeded for j in js),
         60,
         "short jobs done",
@@ -138,10 +126,7 @@ def test_status_says_scaling_until_the_workers_are_up(cluster: Cluster, redis_se
     k = cluster.kubelet
     k.hold_pending = True  # the new pods find no node: replicas go up, workers do not
 
-    async def enqueue(c: HerderClient) -> list[str]:
-        return [(await c.enqueue("e2e", "sleep", {"seconds": 5.0})).id for _ in range(3)]
-
-    ids = arun(enqueue, url)
+    ids = enqueue_sleeps(url, 3, 5.0)
     until(lambda: cluster.replicas("truth"), lambda n: n == 3, 60, "replicas 3")
     cond = until(
         lambda: cluster.condition("truth", "Ready"),
@@ -153,10 +138,7 @@ def test_status_says_scaling_until_the_workers_are_up(cluster: Cluster, redis_se
     assert cluster.status("truth")["phase"] == "Scaling"  # before: Ready right after the scale-up
     k.release()
 
-    async def done(c: HerderClient) -> bool:
-        return all([(await c.get_job(i, "e2e")).state == JobState.succeeded for i in ids])
-
-    until(lambda: arun(done, url), bool, 60, "jobs done")
+    until(lambda: jobs(url, ids), lambda js: all(j.state == JobState.succeeded for j in js), 60, "jobs done")
     # Back down: the reason of the replica change is the scale-down decision, not "steady at 1".
     until(lambda: cluster.replicas("truth"), lambda n: n == 1, 60, "back to 1")
     st = until(lambda: cluster.status("truth"), lambda s: s.get("phase") == "Ready", 60, "Ready again")

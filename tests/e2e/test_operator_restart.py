@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_harness import Cluster, arun, tq_spec, until
+from operator_harness import Cluster, arun, enqueue_sleeps, jobs, queue_status, tq_spec, until
 
-from herder.client import HerderClient
 from herder.models import JobState
 from redis_proc import RedisProc
 
@@ -17,10 +16,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def states(url: str, ids: list[str]) -> list[JobState]:
-    async def get(cl: HerderClient) -> list[JobState]:
-        return [(await cl.get_job(i, "e2e")).state for i in ids]
-
-    return arun(get, url)
+    return [j.state for j in jobs(url, ids)]
 
 
 def memory(c: Cluster, name: str) -> dict[str, Any]:
@@ -41,12 +37,8 @@ def test_restart_mid_stabilization_and_cooldown_and_drain_keeps_the_memory(
         drainTimeoutSeconds=60,
     )
     c.create_tq("rs", spec)
-    until(lambda: arun(lambda cl: cl.status("e2e"), url), lambda s: len(s.workers) == 1, 60, "first worker")
-
-    async def enqueue(cl: HerderClient) -> list[str]:
-        return [(await cl.enqueue("e2e", "sleep", {"seconds": 5.0})).id for _ in range(3)]
-
-    ids = arun(enqueue, url)  # 5 s each: a backlog the operator sees even on a slow machine
+    until(lambda: queue_status(url), lambda s: len(s.workers) == 1, 60, "first worker")
+    ids = enqueue_sleeps(url, 3, 5.0)  # 5 s each: a backlog the operator sees even on a slow machine
     until(lambda: c.replicas("rs"), lambda n: n == 3, 60, "scaled up to 3")
     until(
         lambda: states(url, ids),
@@ -89,14 +81,8 @@ def test_restart_mid_drain_keeps_the_deadline(cluster: Cluster, redis_server: Re
         drainTimeoutSeconds=60,
     )
     c.create_tq("rd", spec)
-    st = until(
-        lambda: arun(lambda cl: cl.status("e2e"), url), lambda s: len(s.workers) == 2, 60, "two workers"
-    )
-
-    async def enqueue(cl: HerderClient) -> list[str]:
-        return [(await cl.enqueue("e2e", "sleep", {"seconds": 600.0})).id for _ in range(2)]
-
-    ids = arun(enqueue, url)
+    st = until(lambda: queue_status(url), lambda s: len(s.workers) == 2, 60, "two workers")
+    ids = enqueue_sleeps(url, 2, 600.0)
     until(
         lambda: states(url, ids),
         lambda ss: all(s == JobState.active for s in ss),
@@ -115,7 +101,7 @@ def test_restart_mid_drain_keeps_the_deadline(cluster: Cluster, redis_server: Re
     )
     assert after["draining"] == before["draining"], (before, after)
     assert c.replicas("rd") == 2 and not c.kubelet.deleted
-    draining = [w.id for w in arun(lambda cl: cl.status("e2e"), url).workers if w.draining]
+    draining = [w.id for w in queue_status(url).workers if w.draining]
     assert draining == [before["draining"][0]["worker"]], draining
     assert {w.id for w in st.workers} >= set(draining)
     for i in ids:
