@@ -82,9 +82,11 @@ def redis_client(settings: HerderSettings) -> Any:
         kwargs.pop("max_connections")
         if settings.redis_tls:
             kwargs["ssl"] = True
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            sentinels, sentinel_kwargs={"socket_connect_timeout": settings.redis_connect_timeout}
-        )
+        # A sentinel that accepts but never answers (stopped, partitioned) must not hang every
+        # new connection: past the timeout the next sentinel is asked.
+        timeouts = {"socket_connect_timeout": settings.redis_connect_timeout}
+        timeouts["socket_timeout"] = settings.redis_connect_timeout
+        sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
         master: ArqRedis = sentinel.master_for(settings.redis_sentinel_master, redis_class=ArqRedis, **kwargs)
         return master
     client: ArqRedis = ArqRedis.from_url(url, **kwargs)
