@@ -77,7 +77,9 @@ class SentinelGroup:
         for i in range(1, replicas + 1):
             extra = [*sync, "--replicaof", "127.0.0.1", str(master_port)]
             self.nodes.append(RedisProc(directory / f"node{i}", appendonly=True, extra=extra))
-        self.sentinels = [SentinelProc(directory / f"sentinel{i}", master_port, quorum) for i in range(sentinels)]
+        self.sentinels = [
+            SentinelProc(directory / f"sentinel{i}", master_port, quorum) for i in range(sentinels)
+        ]
 
     @property
     def env_value(self) -> str:
@@ -116,7 +118,9 @@ class SentinelGroup:
         except redis.RedisError:
             return -1
         return sum(
-            1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+            1
+            for k, v in info.items()
+            if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
         )
 
     def master_port(self) -> int | None:

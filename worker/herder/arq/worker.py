@@ -40,6 +40,7 @@ from herder.settings import HerderSettings
 from herder.tasks import JobContext, Task, TaskSet
 from herder.worker import HerderWorker
 from herder.worker.outcome import Outcome
+from herder.worker.state import Running
 
 __all__ = [
     "FailedJobs",
@@ -337,8 +338,8 @@ class Worker(HerderWorker):
             return True
         return super()._done()
 
-    def _forget(self, job_id: str) -> None:
-        super()._forget(job_id)
+    def _forget(self, run: Running) -> None:
+        super()._forget(run)
         if self.burst:
             self.stop_event.set()  # wake the loop now: a burst worker may be done
 

@@ -360,6 +360,12 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             _log=functools.partial(self.reporter.log, c.job_id),
         )
         timeout = c.timeout if c.timeout is not None else self._task_timeout(c.task)
+        prev = self.running.get(c.job_id)
+        if prev is not None and prev.stop("lost"):
+            # Redis handed out a job this worker still runs: our lease is gone there (after a
+            # failover the new master may lack the claim, and give the job out again, maybe with
+            # the same token). Our copy stops; the new claim runs as the one we track.
+            log.warning("job claimed again while our copy runs: stopping our copy", job=c.job_id)
         task = asyncio.create_task(self._run(ctx, c.token, c, timeout, c.backoff_json))
         self.running[c.job_id] = Running(job_id=c.job_id, token=c.token, task=task, ctx=ctx)
         self.tasks[c.job_id] = task
@@ -390,6 +396,9 @@ class HerderWorker(ShutdownMixin, HealthMixin):
     async def _run(
         self, ctx: JobContext, token: str, claimed: Claimed, timeout: float | None, backoff_json: str
     ) -> None:
+        # This task's own entry: read before the first await, while it is surely ours (_start
+        # sets it right after creating the task); a later claim of the same id replaces it.
+        me = self.running[ctx.job_id]
         started = time.time()
         attempt = outcome.Attempt(
             ctx.attempt,
@@ -403,10 +412,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         try:
             o = outcome.Outcome("ok", await self._execute(ctx, claimed, timeout))
         except asyncio.CancelledError as exc:
-            reason_code = self.running[ctx.job_id].stop_reason if ctx.job_id in self.running else None
-            if reason_code == "lost":
-                self._forget(ctx.job_id)
-                return
+            reason_code = me.stop_reason
             current = asyncio.current_task()
             if reason_code is None and current is not None and current.cancelling() == 0:
                 # Nobody cancelled this task: the job raised CancelledError itself. That is the
@@ -417,8 +423,12 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         except Exception as exc:
             cause = self._failure_cause(ctx.job_id, exc)
             o = outcome.failed(attempt, exc, time.time(), random.uniform(-1, 1), cause)
-        if ctx.job_id in self.running:
-            self.running[ctx.job_id].finishing = True
+        if me.stop_reason == "lost":
+            # The lease is another's now: write nothing, whatever the task raised on its way out
+            # (herder.arq turns the cancellation into arq's retry).
+            self._forget(me)
+            return
+        me.finishing = True
         elapsed = time.time() - started
         # Only registered task names become label values: a queue full of jobs naming 20k
         # unknown tasks must not create 20k series.
@@ -445,7 +455,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             seconds=round(elapsed, 3),
             reason=o.reason or None,
         )
-        self._forget(ctx.job_id)
+        self._forget(me)
 
     def _failure_cause(self, job_id: str, exc: Exception) -> BaseException | None:
         """Hook: the exception to record instead of `exc` (herder.arq records the arq
@@ -456,9 +466,11 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         """Hook around the batched, lease-fenced write; returns the job's resulting state."""
         return await self.finisher.finish(job_id, token, o)
 
-    def _forget(self, job_id: str) -> None:
-        self.running.pop(job_id, None)
-        self.tasks.pop(job_id, None)
+    def _forget(self, run: Running) -> None:
+        if self.running.get(run.job_id) is run:  # not a newer claim of the same id
+            del self.running[run.job_id]
+        if self.tasks.get(run.job_id) is run.task:
+            del self.tasks[run.job_id]
         metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
         if self.draining and not self.running:
             self._next_hb = 0.0  # report "drained" now: the operator waits for it to scale down
