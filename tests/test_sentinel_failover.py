@@ -10,16 +10,21 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.exceptions import RedisError
 
 from helpers import assert_consistent, running_worker, wait_for, wait_state
 from herder.client import HerderClient
+from herder.errors import NotFound
 from herder.settings import HerderSettings
 from herder.tasks import JobContext, TaskSet
+from procs import WorkerProc
 from redis_proc import RedisProc, free_port
 from sentinel_proc import MASTER_NAME, SentinelGroup
 
@@ -62,6 +67,128 @@ def sentinel_settings(g: SentinelGroup) -> HerderSettings:
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         lease_seconds=LEASE,
     )
+
+
+# ---- the master killed while work runs ---------------------------------------------------------
+
+
+async def _produce(c: HerderClient, acked: list[tuple[str, float]], stop: asyncio.Event) -> None:
+    """Enqueue until stopped, recording every acknowledged id; errors (the outage) are retried
+    with a new id: an enqueue whose reply was lost may exist or not, and is not counted."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        jid = f"p{i}"
+        # mostly short jobs; every 20th runs 2 s, so jobs are in flight whenever the master dies
+        payload = {"seconds": 2.0 if i % 20 == 0 else 0.05}
+        try:
+            await c.enqueue("default", "work", payload, id=jid)
+        except (RedisError, OSError):
+            await asyncio.sleep(0.05)
+            continue
+        acked.append((jid, time.monotonic()))
+        await asyncio.sleep(0.01)
+
+
+def _client_calls(port: int) -> dict[str, int]:
+    """Commands clients ran on a node (the replication stream carries no EVALSHA or BLPOP)."""
+    stats = redis.Redis(port=port, decode_responses=True).info("commandstats")
+    names = ("cmdstat_evalsha", "cmdstat_evalsha_ro", "cmdstat_eval", "cmdstat_blpop", "cmdstat_hgetall")
+    return {n: int(stats[n]["calls"]) for n in names if n in stats}
+
+
+async def test_master_sigkill_failover_workers_and_producer_resume(
+    group: SentinelGroup, tmp_path: Path
+) -> None:
+    env = sentinel_env(group)
+    logs = tmp_path / "workers.log"
+    workers = [WorkerProc(env, f"s{i}", concurrency=8, log=logs) for i in range(2)]
+    old = group.nodes[0].port
+    try:
+        async with HerderClient(sentinel_settings(group), _apps_tasks()) as c:
+            await wait_for(lambda: c.status("default"), lambda s: len(s.workers) == 2, timeout=60, every=0.2)
+            acked: list[tuple[str, float]] = []
+            stop = asyncio.Event()
+            producer = asyncio.create_task(_produce(c, acked, stop))
+            # Kill once work flows: enqueues acknowledged, jobs finished, and long ones running.
+            await wait_for(
+                lambda: c.status("default"),
+                lambda s: len(acked) >= 100 and s.counters.get("succeeded", 0) >= 20 and s.active >= 1,
+                timeout=60,
+                every=0.1,
+            )
+            group.nodes[0].kill()  # SIGKILL, by PID
+            killed = time.monotonic()
+            new = await asyncio.to_thread(group.wait_failover, old)
+            failover_s = time.monotonic() - killed
+            assert new != old
+
+            # Work resumed: a job acknowledged after the kill succeeds, and it is on the new master.
+            first_after = (
+                await wait_for(
+                    lambda: asyncio.sleep(0, [j for j, t in acked if t > killed]),
+                    bool,
+                    timeout=60,
+                    every=0.05,
+                )
+            )[0]
+            await wait_state(c, first_after, "succeeded", timeout=60)
+            resumed_s = time.monotonic() - killed
+            assert redis.Redis(port=new).exists(c.keys("default").job(first_after))
+            assert c.redis.connection_pool.master_address == ("127.0.0.1", new)
+            # both workers heartbeat on the new master
+            await wait_for(
+                lambda: c.status("default"),
+                lambda s: {w.id for w in s.workers} == {"s0", "s1"},
+                timeout=60,
+                every=0.2,
+            )
+
+            # Phase 2: the old master returns with its stale AOF, as a master. The sentinels turn
+            # it into a replica of the new one; meanwhile no client may write to it or read it.
+            group.nodes[0].start()
+            await asyncio.to_thread(group.wait_settled, new, 90)
+            role = redis.Redis(port=old, decode_responses=True).info("replication")
+            assert role["role"] == "slave" and int(role["master_port"]) == new
+            n_before = len(acked)
+            await wait_for(lambda: asyncio.sleep(0, len(acked)), lambda n: n >= n_before + 50, timeout=60)
+            stop.set()
+            await asyncio.wait_for(producer, 30)
+            assert _client_calls(old) == {}, "a client talked to the demoted old master"
+
+            # Every acknowledged job ends succeeded or dead, or never reached the new master.
+            st = await wait_for(
+                lambda: c.status("default"),
+                lambda s: s.ready + s.scheduled + s.active + s.waiting == 0,
+                timeout=180,
+                every=0.5,
+            )
+            lost, dead, stuck = [], [], []
+            for jid, _ in acked:
+                try:
+                    j = await c.get_job(jid, "default")
+                except NotFound:
+                    lost.append(jid)
+                    continue
+                if j.state == "dead":
+                    dead.append(jid)
+                elif j.state != "succeeded":
+                    stuck.append((jid, j.state))
+            assert stuck == []
+            assert all(w.proc.poll() is None for w in workers), "a worker died in the failover"
+            text = logs.read_text()
+            assert "redis unreachable" in text and "redis reachable again" in text
+            await assert_consistent(c)
+            print(
+                f"\nsentinel failover: {old} -> {new} seen by the sentinels after {failover_s:.2f}s; "
+                f"first job enqueued after the kill succeeded {resumed_s:.2f}s after it; "
+                f"acked {len(acked)}, lost (async replication) {len(lost)}, dead {len(dead)}, "
+                f"lease expiries {st.counters.get('lease_expired', 0)}, "
+                f"stale finishes {st.counters.get('stale_finish', 0)}"
+            )
+    finally:
+        for w in workers:
+            w.stop()
 
 
 # ---- a claim lost to asynchronous replication --------------------------------------------------
