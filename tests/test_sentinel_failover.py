@@ -263,3 +263,71 @@ async def test_a_hung_sentinel_is_skipped(group: SentinelGroup) -> None:
             assert (await wait_state(c, r.id, "succeeded")).result == {"via": "second sentinel"}
     finally:
         os.kill(hung.proc.pid, signal.SIGCONT)
+
+
+# ---- a master that refuses writes for a while ---------------------------------------------------
+
+
+def _error_count(port: int, code: str) -> int:
+    stats = redis.Redis(port=port, decode_responses=True).info("errorstats")
+    return int(stats.get(f"errorstat_{code}", {}).get("count", 0))
+
+
+async def test_worker_rides_out_noreplicas_and_stores_the_outcome_later(redis_server: RedisProc) -> None:
+    """`min-replicas-to-write` (the advice that bounds the failover loss window) makes a master
+    without enough replicas answer NOREPLICAS to every write. That is an outage, not a bug: the
+    worker must keep retrying (not crash) and store a finished job's outcome once writes are
+    accepted again (not drop it and leave the job to its lease)."""
+    tasks = TaskSet()
+    release = asyncio.Event()
+
+    @tasks.task(max_attempts=5)
+    async def hold(ctx: JobContext, payload: Any) -> str:
+        await release.wait()
+        return "done"
+
+    admin = redis.Redis(port=redis_server.port)
+    settings = HerderSettings(redis_url=redis_server.url, lease_seconds=LEASE)
+    async with HerderClient(settings, tasks) as c:
+        j = await c.enqueue("default", "hold", None)
+        async with running_worker(settings, tasks=tasks) as w:
+            await wait_state(c, j.id, "active")
+            admin.config_set("min-replicas-to-write", 1)
+            release.set()
+            # refused several times: the finish write and the claim loop keep retrying
+            await wait_for(
+                lambda: asyncio.sleep(0, _error_count(redis_server.port, "NOREPLICAS")), lambda n: n >= 4
+            )
+            admin.config_set("min-replicas-to-write", 0)
+            done = await wait_state(c, j.id, "succeeded", "dead", "ready", "scheduled")
+            assert done.state == "succeeded" and done.attempts == 1, done
+            later = await c.enqueue("default", "hold", None)
+            assert (await wait_state(c, later.id, "succeeded")).result == "done"
+            assert w.exit_code == 0
+        assert (await c.status("default")).counters.get("lease_expired", 0) == 0
+
+
+async def test_worker_rides_out_a_demoted_master_on_a_plain_url(
+    redis_server: RedisProc, tmp_path: Path
+) -> None:
+    """Without Sentinel (a URL whose name moves to the new master), the worker's connections
+    may still reach the demoted master: its BLPOP is cut with UNBLOCKED and every write gets
+    READONLY. The worker must wait it out, not crash, and resume when writes are accepted."""
+    other = RedisProc(tmp_path / "other").start()
+    admin = redis.Redis(port=redis_server.port)
+    settings = HerderSettings(redis_url=redis_server.url, lease_seconds=LEASE)
+    try:
+        async with HerderClient(settings) as c, running_worker(settings, concurrency=2) as w:
+            first = await c.enqueue("default", "echo", {"n": 1})
+            await wait_state(c, first.id, "succeeded")
+            admin.replicaof("127.0.0.1", other.port)
+            await wait_for(
+                lambda: asyncio.sleep(0, _error_count(redis_server.port, "READONLY")), lambda n: n >= 3
+            )
+            assert _error_count(redis_server.port, "UNBLOCKED") >= 1  # the idle worker was in BLPOP
+            admin.replicaof("NO", "ONE")
+            later = await c.enqueue("default", "echo", {"n": 2})
+            assert (await wait_state(c, later.id, "succeeded")).result == {"n": 2}
+            assert w.exit_code == 0
+    finally:
+        other.stop()

@@ -14,7 +14,7 @@ from herder import metrics, recent
 from herder.keys import QueueKeys
 from herder.logs import get_logger
 from herder.scripts import Scripts
-from herder.worker.health import OUTAGE_ERRORS
+from herder.worker.health import is_outage
 from herder.worker.outcome import Outcome
 
 log = get_logger("herder.worker")
@@ -53,17 +53,19 @@ class FinishBatcher:
             try:
                 out = await self.scripts.finish(self.keyspace, *args)
                 break
-            except OUTAGE_ERRORS as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    if not isinstance(exc, ResponseError):
+                        raise
+                    log.error("finish script failed", error=str(exc))
+                    out = ["error"] * len(batch)
+                    break
                 # The outcome is kept in memory and written once Redis is back; the lease fences it.
                 metrics.REDIS_ERRORS.labels(queue).inc()
                 if delay == 0.1:
                     log.warning("cannot store job outcomes yet; retrying", jobs=len(batch), error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except ResponseError as exc:
-                log.error("finish script failed", error=str(exc))
-                out = ["error"] * len(batch)
-                break
         if self.redis is not None:
             try:  # the browse index of finished jobs: advisory, after the outcomes are stored
                 await recent.note_finished(

@@ -8,7 +8,7 @@ import contextlib
 import time
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herder import metrics
@@ -26,6 +26,19 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     asyncio.TimeoutError,
     *CLUSTER_OUTAGE_ERRORS,
 )
+# Replies of a server that takes no writes for now: a master demoted in a failover (READONLY;
+# a blocked BLPOP gets UNBLOCKED), one short of the replicas `min-replicas-to-write` asks for
+# (NOREPLICAS), a replica cut off from its master (MASTERDOWN). An outage too, not a bug.
+UNAVAILABLE_REPLIES = ("NOREPLICAS", "MASTERDOWN", "UNBLOCKED")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` means Redis cannot serve us right now (retry with back-off)."""
+    if isinstance(exc, (*OUTAGE_ERRORS, ReadOnlyError)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(UNAVAILABLE_REPLIES)
+
+
 LOOP_BLOCK_THRESHOLD_S = 1.0
 
 
@@ -59,6 +72,11 @@ class HealthMixin(WorkerState):
             log.error("redis unreachable; jobs keep running, retrying", error=f"{type(exc).__name__}: {exc}")
         self._healthy_since = None
         self._next_hb = 0.0
+        if isinstance(exc, ReadOnlyError) and not is_cluster(self.redis):
+            # A plain URL (a DNS name that moves to the new master) still connected to the old
+            # one: new connections resolve it again. (Sentinel pools do this themselves.)
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.connection_pool.disconnect()
         # Bounded back-off: 0.1 s doubling to 2 s, so Redis is retried well within 10 s of returning.
         down_for = now - self._outage_since
         await self._sleep_or_stop(min(2.0, 0.1 * 2 ** min(down_for, 5)))

@@ -37,7 +37,7 @@ from herder.worker.arq_adapter import arq_functions
 from herder.worker.claimed import Claimed, decode_row
 from herder.worker.cron import cron_requests, cron_secret
 from herder.worker.finishing import FinishBatcher
-from herder.worker.health import OUTAGE_ERRORS, HealthMixin
+from herder.worker.health import OUTAGE_ERRORS, HealthMixin, is_outage
 from herder.worker.progress import Reporter
 from herder.worker.shutdown import ShutdownMixin
 from herder.worker.state import Running
@@ -182,7 +182,9 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             while not self._done():
                 try:
                     await self._poll_iteration()
-                except OUTAGE_ERRORS as exc:
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
                     await self._redis_down(exc)
             if self.running:
                 # Redis stayed unreachable after the hand-back: exiting is safe (the jobs are still
