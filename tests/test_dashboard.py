@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from playwright.sync_api import expect
 
+from api_server import ThreadedServer
 from herder import trends
 from herder.dashboard import create_app
 from herder.settings import HerderSettings
@@ -34,7 +34,7 @@ READ = "read-s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class Server:
+class Server(ThreadedServer):
     def __init__(
         self,
         settings: HerderSettings,
@@ -44,7 +44,6 @@ class Server:
         allowed_hosts: Iterable[str] = (),
         max_streams: int = 64,
     ) -> None:
-        self.port = free_port()
         app = create_app(
             settings,
             token=token or "",
@@ -52,28 +51,7 @@ class Server:
             allowed_hosts=list(allowed_hosts),
             max_streams=max_streams,
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive(), "dashboard failed to start"
-            assert time.monotonic() < deadline, "dashboard did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
+        super().__init__(app, timeout_graceful_shutdown=2)
 
 
 @pytest.fixture
