@@ -213,22 +213,16 @@ def test_security_headers_no_docs_ui_and_body_cap(seeded: redis.Redis, redis_ser
 
 def test_cli_refuses_open_non_loopback_bind(worker_env: dict[str, str]) -> None:
     env = {k: v for k, v in worker_env.items() if not k.startswith("HERDER_DASHBOARD")}
-    r = subprocess.run(
-        [sys.executable, "-m", "herder.cli", "dashboard", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def on_any_address() -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "herder.cli", "dashboard", "--host", "0.0.0.0"]
+        cmd += ["--port", str(free_port())]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+    r = on_any_address()
     assert r.returncode == 2 and "without a token" in r.stderr
     env["HERDER_DASHBOARD_TOKEN"] = TOKEN
-    r = subprocess.run(
-        [sys.executable, "-m", "herder.cli", "dashboard", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = on_any_address()
     assert r.returncode == 2 and "--allowed-host" in r.stderr
 
 
