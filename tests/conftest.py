@@ -83,16 +83,24 @@ def worker_env(redis_server: RedisProc) -> dict[str, str]:
 
 
 @pytest.fixture
-def cc_env(worker_env: dict[str, str]) -> Iterator[dict[str, str]]:
+def shared_dir() -> Iterator[Path]:
+    """A directory an unprivileged uid (a Claude Code run's) can traverse: pytest's tmp_path is
+    private to root."""
+    d = Path(tempfile.mkdtemp(prefix="herder-shared-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cc_env(worker_env: dict[str, str], shared_dir: Path) -> dict[str, str]:
     """worker_env for the Claude Code processor with the fake CLI (tests/fakes/claude)."""
-    # Not under tmp_path (mode 0700 under root): the run's child is an unprivileged uid.
-    root = Path(tempfile.mkdtemp(prefix="herder-cc-"))
-    root.chmod(0o755)
     env = dict(worker_env)
     env.update(
         HERDER_CLAUDE_BIN=str(Path(__file__).parent / "fakes" / "claude"),
-        HERDER_CLAUDE_WORKSPACE_ROOT=str(root / "workspaces"),
+        HERDER_CLAUDE_WORKSPACE_ROOT=str(shared_dir / "workspaces"),
         ANTHROPIC_API_KEY="sk-test-not-a-real-key",
     )
-    yield env
-    shutil.rmtree(root, ignore_errors=True)
+    return env

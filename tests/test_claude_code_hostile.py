@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -101,14 +100,9 @@ def worker_uid(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def base() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="herder-hostile-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-        Path(f"/tmp/{d.name}-escape.txt").unlink(missing_ok=True)  # only there if an attack worked
+def base(shared_dir: Path) -> Iterator[Path]:
+    yield shared_dir
+    Path(f"/tmp/{shared_dir.name}-escape.txt").unlink(missing_ok=True)  # only there if an attack worked
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,17 +81,6 @@ class Recorder:
                     if m:
                         return [int(p) for p in m.group(1).split()]
         return []
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory the run uid can traverse (pytest's tmp_path is private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="herder-cc-test-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -246,18 +244,13 @@ def test_ancestors_others_can_write_are_found(tmp_path: Path) -> None:
     assert not any(p == Path("/var/lib") for p in writable_by_others(Path("/var/lib/herder/claude")))
 
 
-def test_first_untraversable_finds_a_private_ancestor() -> None:
-    base = Path(tempfile.mkdtemp(prefix="herder-cc-reach-"))  # pytest's tmp_path is private itself
-    try:
-        os.chmod(base, 0o755)
-        private = base / "private"
-        (private / "inner").mkdir(parents=True)
-        os.chmod(private, 0o700)
-        assert first_untraversable(private / "inner", 65534, 65534) == private
-        os.chmod(private, 0o711)
-        assert first_untraversable(private / "inner", 65534, 65534) is None
-    finally:
-        shutil.rmtree(base)
+def test_first_untraversable_finds_a_private_ancestor(shared_dir: Path) -> None:
+    private = shared_dir / "private"
+    (private / "inner").mkdir(parents=True)
+    os.chmod(private, 0o700)
+    assert first_untraversable(private / "inner", 65534, 65534) == private
+    os.chmod(private, 0o711)
+    assert first_untraversable(private / "inner", 65534, 65534) is None
 
 
 # ---- bwrap ------------------------------------------------------------------------------------
