@@ -85,7 +85,6 @@ _PRODUCER_KEYS = (
     "dead",
     "stats",
     "wake",
-    "seq",
 )
 
 

@@ -152,7 +152,7 @@ class HerderClient:
         in_batch = {s["id"] for s in specs}
         parents = sorted({p for s in specs for p in s["parents"]} - in_batch)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(keys.seq)
+            pipe.exists(keys.stats)
             for p in parents:
                 pipe.exists(keys.job(p))
             found = (await pipe.execute())[1:]

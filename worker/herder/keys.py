@@ -51,11 +51,10 @@ QUEUE_KEYS: dict[str, str] = {
     "waiting": "set: jobs waiting on their parents",
     "active": "zset: running jobs (score: lease expiry, ms)",
     "dead": "zset: the dead-letter queue (score: time of death, ms)",
-    "stats": "hash: event counters (enqueued, succeeded, retried, dead, ...)",
+    "stats": "hash: event counters (enqueued, succeeded, retried, dead, ...); enqueued is also the FIFO sequence",
     "wake": "list: wake-up tokens idle workers block on",
     "workers": "zset: live workers (score: last heartbeat, ms)",
     "paused": "string: present while the queue is paused",
-    "seq": "string: enqueue sequence (FIFO order within a priority)",
     "trend": "hash: minute -> trend sample (lua/trend.lua), bounded, with a TTL",
     "cron-secret": "string: the workers' secret keying cron tick ids (producers cannot read it)",
 }
@@ -146,10 +145,6 @@ class QueueKeys:
     @property
     def paused(self) -> str:
         return self.key("paused")
-
-    @property
-    def seq(self) -> str:
-        return self.key("seq")
 
     def recent(self, state: str) -> str:
         """Zset: id -> finish time (ms) of the latest `succeeded` or `cancelled` jobs, for

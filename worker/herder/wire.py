@@ -24,6 +24,8 @@ def encode_job(queue: str, req: JobRequest, task: Task) -> dict[str, Any]:
     timeout = req.timeout if req.timeout is not None else task.timeout
     return {
         "id": req.id or uuid.uuid4().hex,
+        # a generated id (128 random bits) cannot name an existing job: the script skips the lookup
+        "fresh": "0" if req.id else "1",
         "queue": queue,
         "task": req.task,
         "payload": json.dumps(payload, separators=(",", ":")),

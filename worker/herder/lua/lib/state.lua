@@ -9,38 +9,46 @@ local PRI_SPAN = 1099511627776          -- 2^40: FIFO sequence space within one 
 -- Lower score = claimed first: higher priority, then enqueue order.
 local function score_of(prio, seq) return (1000 - prio) * PRI_SPAN + seq end
 
-local function to_ready(id, wake)
+-- `known` (optional): the job's {priority, seq, caps} when the caller has them (no re-read);
+-- `extra` (optional): more field/value pairs stored in the same HSET as the state (enqueue
+-- writes a new job's whole hash that way: one command). Neither may name a field the helper
+-- writes itself.
+local function to_ready(id, wake, known, extra)
   local k = job_key(id)
-  local f = redis.call('HMGET', k, 'priority', 'seq', 'caps')
+  local f = known or redis.call('HMGET', k, 'priority', 'seq', 'caps')
   local s = score_of(tonumber(f[1]), tonumber(f[2]))
   if f[3] and f[3] ~= '' then
     redis.call('ZADD', K_READYC, s, id)
   else
     redis.call('ZADD', K_READY, s, id)
   end
-  redis.call('HSET', k, 'state', 'ready')
+  redis.call('HSET', k, 'state', 'ready', unpack(extra or {}))
   if wake then wakes = wakes + 1 end
+  return 'ready'
 end
 
-local function to_scheduled(id, due, wake)
+local function to_scheduled(id, due, wake, extra)
   redis.call('ZADD', K_SCHEDULED, due, id)
-  redis.call('HSET', job_key(id), 'state', 'scheduled')
+  redis.call('HSET', job_key(id), 'state', 'scheduled', unpack(extra or {}))
   if wake then wakes = wakes + 1 end  -- idle workers re-arm their timers
+  return 'scheduled'
 end
 
-local function to_waiting(id, pending)
-  redis.call('HSET', job_key(id), 'state', 'waiting', 'pending', pending)
+local function to_waiting(id, pending, extra)
+  redis.call('HSET', job_key(id), 'state', 'waiting', 'pending', pending, unpack(extra or {}))
   redis.call('SADD', K_WAITING, id)
+  return 'waiting'
 end
 
 -- Parents are resolved: the job is ready now, or scheduled if its run-at is in the future.
-local function to_pending(id, now, wake)
-  local run_at = tonumber(redis.call('HGET', job_key(id), 'run_at') or '')
+-- `run_at` (optional, '' = none) when the caller has it; `known`, `extra` as for to_ready.
+local function to_pending(id, now, wake, run_at, known, extra)
+  if run_at == nil then run_at = redis.call('HGET', job_key(id), 'run_at') end
+  run_at = tonumber(run_at or '')
   if run_at and run_at > now then
-    to_scheduled(id, run_at, wake)
-  else
-    to_ready(id, wake)
+    return to_scheduled(id, run_at, wake, extra)
   end
+  return to_ready(id, wake, known, extra)
 end
 
 local function to_succeeded(id, result, now)
@@ -48,8 +56,9 @@ local function to_succeeded(id, result, now)
   redis.call('HINCRBY', K_STATS, 'succeeded', 1)
 end
 
-local function to_dead(id, reason, now)
-  redis.call('HSET', job_key(id), 'state', 'dead', 'dead_reason', reason, 'finished_at', now, 'worker', '')
+local function to_dead(id, reason, now, extra)
+  redis.call('HSET', job_key(id), 'state', 'dead', 'dead_reason', reason, 'finished_at', now, 'worker', '',
+    unpack(extra or {}))
   redis.call('ZADD', K_DEAD, now, id)
   redis.call('HINCRBY', K_STATS, 'dead', 1)
 end
