@@ -49,6 +49,7 @@ _INCLUDE_RE = re.compile(r"^-- @include (\w+)\s*$", re.M)
 _READONLY_RE = re.compile(r"^-- @readonly\b", re.M)
 _FAMILY_RE = re.compile(r"^(\w+)\((\d+)\)$")
 _USE_RE = re.compile(r"\bK_([A-Z_]+)\b")
+_FLUSH_RE = re.compile(r"^\s*flush_stats\(\)", re.M)
 
 
 class ScriptError(ValueError):
@@ -153,6 +154,9 @@ def spec(name: str) -> ScriptSpec:
         raise ScriptError(f"{name}.lua uses keys its header does not declare: {sorted(used - declared)}")
     if declared - used:
         raise ScriptError(f"{name}.lua declares keys it never uses: {sorted(declared - used)}")
+    if "state" in includes and not _FLUSH_RE.search(text):
+        # the transition helpers count into a buffer that only flush_stats stores
+        raise ScriptError(f"{name}.lua includes state but never calls flush_stats()")
     return ScriptSpec(name, keys, includes, bindings(keys) + body, bool(_READONLY_RE.search(text)))
 
 

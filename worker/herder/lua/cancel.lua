@@ -16,6 +16,7 @@ if st == 'ready' or st == 'scheduled' or st == 'waiting' then
   remove_from_pending_sets(id)
   to_cancelled(id, now)
   resolve_children(id, false, 'was cancelled', now)
+  flush_stats()
   flush_wakes()
   return {'cancelled', ''}
 elseif st == 'active' then

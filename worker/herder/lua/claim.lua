@@ -57,19 +57,18 @@ if ARGV[7] == '1' then
     local f = redis.call('HMGET', k, 'state', 'worker', 'attempts', 'max_attempts', 'cancel', 'started_at', 'backoff')
     if f[1] == 'active' then
       expired_n = expired_n + 1
-      redis.call('HINCRBY', K_STATS, 'lease_expired', 1)
+      count_stat('lease_expired')
       local att = tonumber(f[3])
       local why = 'lease expired: worker ' .. f[2] .. ' stopped heartbeating'
-      append_error(k, err_json(att, 'lease_expired', 'LeaseExpired', why, f[2],
-        tonumber(f[6]) / 1000, now / 1000))
-      redis.call('HSET', k, 'worker', '', 'lease', '')
+      local extra = {'errors', errors_with(k, err_json(att, 'lease_expired', 'LeaseExpired', why, f[2],
+        tonumber(f[6]) / 1000, now / 1000)), 'worker', '', 'lease', ''}
       if f[5] == '1' then
-        to_cancelled(jid, now)
+        to_cancelled(jid, now, extra)
         resolve_children(jid, false, 'was cancelled', now)
       else
         -- the draw for the jitter: from the clock, as scripts have no free randomness
         local u = ((now + expired_n * 7919) % 2001) / 1000 - 1
-        after_failed_attempt(jid, att, tonumber(f[4]), backoff_ms(f[7], att, u), why, now)
+        after_failed_attempt(jid, att, tonumber(f[4]), backoff_ms(f[7], att, u), why, now, extra)
       end
     end
   end
@@ -129,6 +128,7 @@ if paused == 1 or (redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_R
   redis.call('DEL', K_WAKE)  -- nothing to wake anyone for (resume pushes fresh tokens)
   wakes = 0
 end
+flush_stats()
 flush_wakes()
 
 local nd = redis.call('ZRANGE', K_SCHEDULED, 0, 0, 'WITHSCORES')

@@ -83,5 +83,6 @@ for i, s in ipairs(specs) do
     out[#out + 1] = {s.id, st, 1}
   end
 end
+flush_stats()
 flush_wakes()
 return out

@@ -12,16 +12,16 @@
 local wid = ARGV[2]
 local keep = tonumber(ARGV[3])
 local now = now_ms()
-local out = {}
+local out, done = {}, {}
 for i = 4, #ARGV, 6 do
   local id, tok, outcome, data, delay, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
   local k = job_key(id)
   local f = redis.call('HMGET', k, 'state', 'lease', 'worker', 'attempts', 'max_attempts')
   if f[1] ~= 'active' or f[2] ~= tok or f[3] ~= wid then
-    redis.call('HINCRBY', K_STATS, 'stale_finish', 1)
+    count_stat('stale_finish')
     out[#out + 1] = 'stale'
   else
-    redis.call('ZREM', K_ACTIVE, id)
+    done[#done + 1] = id
     if outcome == 'ok' then
       to_succeeded(id, data, now)
       resolve_children(id, true, '', now)
@@ -31,23 +31,28 @@ for i = 4, #ARGV, 6 do
       end
       out[#out + 1] = 'succeeded'
     else
-      append_error(k, data)
-      redis.call('HSET', k, 'lease', '', 'worker', '')
+      -- stored with the new state, in the transition's HSET
+      local extra = {'errors', errors_with(k, data), 'lease', '', 'worker', ''}
       if outcome == 'handback' then
-        out[#out + 1] = after_handback(id, tonumber(f[4]), tonumber(f[5]), reason, now)
+        out[#out + 1] = after_handback(id, tonumber(f[4]), tonumber(f[5]), reason, now, extra)
       elseif outcome == 'retry' then
-        out[#out + 1] = after_failed_attempt(id, tonumber(f[4]), tonumber(f[5]), delay, reason, now)
+        out[#out + 1] = after_failed_attempt(id, tonumber(f[4]), tonumber(f[5]), delay, reason, now, extra)
       elseif outcome == 'cancelled' then
-        to_cancelled(id, now)
+        to_cancelled(id, now, extra)
         resolve_children(id, false, 'was cancelled', now)
         out[#out + 1] = 'cancelled'
       else
-        to_dead(id, reason, now)
+        to_dead(id, reason, now, extra)
         resolve_children(id, false, 'failed', now)
         out[#out + 1] = 'dead'
       end
     end
   end
 end
+-- off the lease set: one ZREM for the batch (in chunks: Lua's unpack has a stack limit)
+for j = 1, #done, 1000 do
+  redis.call('ZREM', K_ACTIVE, unpack(done, j, math.min(j + 999, #done)))
+end
+flush_stats()
 flush_wakes()
 return out

@@ -20,5 +20,6 @@ if st == 'ready' or st == 'scheduled' or st == 'waiting' then
 end
 redis.call('DEL', k, log_key(id), children_key(id))
 redis.call('HINCRBY', K_STATS, 'removed', 1)
+flush_stats()
 flush_wakes()
 return {'removed', st}

@@ -56,6 +56,7 @@ while progress do
   end
   todo = rest
 end
+flush_stats()
 flush_wakes()
 local out = {}
 for i = 2, #ARGV do out[#out + 1] = result[ARGV[i]] end

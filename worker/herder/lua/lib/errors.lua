@@ -1,12 +1,12 @@
 -- A job's failure history: a JSON array kept as a string; appending is a string splice (no
--- decode/encode of the whole history).
-local function append_error(k, err_json)
+-- decode/encode of the whole history). Returns the new value: the caller stores it with the
+-- job's next state (one HSET).
+local function errors_with(k, err_json)
   local cur = redis.call('HGET', k, 'errors')
   if not cur or cur == '' or cur == '[]' then
-    redis.call('HSET', k, 'errors', '[' .. err_json .. ']')
-  else
-    redis.call('HSET', k, 'errors', string.sub(cur, 1, -2) .. ',' .. err_json .. ']')
+    return '[' .. err_json .. ']'
   end
+  return string.sub(cur, 1, -2) .. ',' .. err_json .. ']'
 end
 
 local function err_json(attempt, kind, etype, message, worker, started, ended)

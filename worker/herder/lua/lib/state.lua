@@ -4,6 +4,20 @@
 -- target state (docs/queue.md has the table; tests/test_lua_interface.py checks it against
 -- this file). Each helper also moves the job between the queue's state sets.
 
+-- Counter increments are collected while a script runs and stored once at its end
+-- (flush_stats, which every script that includes this file calls): one HINCRBY per counter
+-- and call, not one per job.
+local stat_adds = {}
+
+local function count_stat(name)
+  stat_adds[name] = (stat_adds[name] or 0) + 1
+end
+
+local function flush_stats()
+  for name, n in pairs(stat_adds) do redis.call('HINCRBY', K_STATS, name, n) end
+  stat_adds = {}
+end
+
 local PRI_SPAN = 1099511627776          -- 2^40: FIFO sequence space within one priority level
 
 -- Lower score = claimed first: higher priority, then enqueue order.
@@ -53,19 +67,19 @@ end
 
 local function to_succeeded(id, result, now)
   redis.call('HSET', job_key(id), 'state', 'succeeded', 'result', result, 'finished_at', now, 'lease', '')
-  redis.call('HINCRBY', K_STATS, 'succeeded', 1)
+  count_stat('succeeded')
 end
 
 local function to_dead(id, reason, now, extra)
   redis.call('HSET', job_key(id), 'state', 'dead', 'dead_reason', reason, 'finished_at', now, 'worker', '',
     unpack(extra or {}))
   redis.call('ZADD', K_DEAD, now, id)
-  redis.call('HINCRBY', K_STATS, 'dead', 1)
+  count_stat('dead')
 end
 
-local function to_cancelled(id, now)
-  redis.call('HSET', job_key(id), 'state', 'cancelled', 'finished_at', now, 'worker', '')
-  redis.call('HINCRBY', K_STATS, 'cancelled', 1)
+local function to_cancelled(id, now, extra)
+  redis.call('HSET', job_key(id), 'state', 'cancelled', 'finished_at', now, 'worker', '', unpack(extra or {}))
+  count_stat('cancelled')
 end
 
 local function remove_from_pending_sets(id)
@@ -84,7 +98,7 @@ local function resolve_children(id, ok, why, now)
     local pid, pok, pwhy = item[1], item[2], item[3]
     local ck = children_key(pid)
     local kids = redis.call('SMEMBERS', ck)
-    redis.call('DEL', ck)
+    if #kids > 0 then redis.call('DEL', ck) end
     for _, cid in ipairs(kids) do
       local k = job_key(cid)
       if redis.call('HGET', k, 'state') == 'waiting' then
@@ -105,34 +119,36 @@ end
 
 -- An attempt failed in a way that may be retried (an error, a timeout, an expired lease): dead
 -- when attempts are exhausted, else retried after `delay_ms` (0: ready at once). The job is
--- already off the lease set. Returns the new state.
-local function after_failed_attempt(id, attempts, max_attempts, delay_ms, reason, now)
+-- already off the lease set (or leaves it with this script). `extra`: fields stored with the new
+-- state (the failure history, the cleared lease). Returns the new state.
+local function after_failed_attempt(id, attempts, max_attempts, delay_ms, reason, now, extra)
   if attempts_exhausted(attempts, max_attempts) then
-    to_dead(id, 'out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now)
+    to_dead(id, 'out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now, extra)
     resolve_children(id, false, 'failed', now)
     return 'dead'
   end
-  redis.call('HINCRBY', K_STATS, 'retried', 1)
+  count_stat('retried')
   if delay_ms > 0 then
-    to_scheduled(id, now + delay_ms, true)
+    to_scheduled(id, now + delay_ms, true, extra)
     return 'scheduled'
   end
-  to_ready(id, true)
+  to_ready(id, true, nil, extra)
   return 'ready'
 end
 
 -- The worker stopped mid-task (hand-back): ready again at once; free of charge while
--- handback_is_free, else it spends the attempt (dead when that was the last one).
-local function after_handback(id, attempts, max_attempts, reason, now)
+-- handback_is_free, else it spends the attempt (dead when that was the last one). `extra` as for
+-- after_failed_attempt.
+local function after_handback(id, attempts, max_attempts, reason, now, extra)
   local hb = redis.call('HINCRBY', job_key(id), 'handbacks', 1)
   if handback_is_free(hb) then
     redis.call('HINCRBY', job_key(id), 'attempts', -1)
   elseif attempts_exhausted(attempts, max_attempts) then
-    to_dead(id, 'handed back ' .. hb .. ' times, out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now)
+    to_dead(id, 'handed back ' .. hb .. ' times, out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now, extra)
     resolve_children(id, false, 'failed', now)
     return 'dead'
   end
-  redis.call('HINCRBY', K_STATS, 'handed_back', 1)
-  to_ready(id, true)
+  count_stat('handed_back')
+  to_ready(id, true, nil, extra)
   return 'ready'
 end
