@@ -79,28 +79,40 @@ if ARGV[7] == '1' then
   end
 end
 
--- Promote scheduled jobs whose time has come.
-local due = redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', now, 'LIMIT', 0, 1000)
-for _, jid in ipairs(due) do
-  redis.call('ZREM', K_SCHEDULED, jid)
-  to_ready(jid, false)
+-- Promote scheduled jobs whose time has come (looked for only when the first one is due).
+local nd = redis.call('ZRANGE', K_SCHEDULED, 0, 0, 'WITHSCORES')
+if nd[2] and tonumber(nd[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', now, 'LIMIT', 0, 1000)
+  redis.call('ZREM', K_SCHEDULED, unpack(due))
+  for _, jid in ipairs(due) do to_ready(jid, false) end
+  if #due > n then wakes = wakes + #due - n end
+  nd = redis.call('ZRANGE', K_SCHEDULED, 0, 0, 'WITHSCORES')
 end
-if #due > n then wakes = wakes + #due - n end
 
 -- Claim.
 local jobs = {}
+local ready_empty = nil  -- known after a batch claim; else counted below
 local paused = redis.call('EXISTS', K_PAUSED)
 if paused == 0 and draining == 0 and n > 0 then
   local caps = {}
   for _, c in ipairs(cjson.decode(ARGV[5])) do caps[c] = true end
   local limits = {}
   if ARGV[8] and ARGV[8] ~= '' then limits = cjson.decode(ARGV[8]) end
-  local has_c = redis.call('ZCARD', K_READYC) > 0
-  for _ = 1, n do
-    local best, best_score, src = nil, nil, nil
-    local r = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
-    if #r > 0 then best, best_score, src = r[1], tonumber(r[2]), K_READY end
-    if has_c then
+  local picked = {}
+  if redis.call('ZCARD', K_READYC) == 0 then
+    -- the common case: the best n of one set, taken in one ZRANGE and one ZREM (one extra
+    -- entry read tells whether any are left)
+    local r = redis.call('ZRANGE', K_READY, 0, n)
+    ready_empty = #r <= n
+    for j = 1, math.min(n, #r) do picked[j] = r[j] end
+    for j = 1, #picked, 1000 do
+      redis.call('ZREM', K_READY, unpack(picked, j, math.min(j + 999, #picked)))
+    end
+  else
+    for _ = 1, n do
+      local best, best_score, src = nil, nil, nil
+      local r = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+      if #r > 0 then best, best_score, src = r[1], tonumber(r[2]), K_READY end
       local rc = redis.call('ZRANGE', K_READYC, 0, 99, 'WITHSCORES')
       for j = 1, #rc, 2 do
         local sc = tonumber(rc[j + 1])
@@ -111,26 +123,40 @@ if paused == 0 and draining == 0 and n > 0 then
         end
         if ok then best, best_score, src = rc[j], sc, K_READYC break end
       end
+      if not best then break end
+      redis.call('ZREM', src, best)
+      picked[#picked + 1] = best
     end
-    if not best then break end
-    redis.call('ZREM', src, best)
-    local att = to_active(best, wid, now, lease)
-    local f = redis.call('HMGET', job_key(best), 'task', 'payload', 'timeout', 'max_attempts', 'backoff')
+  end
+  local claims = {}
+  for _, id in ipairs(picked) do
+    local f = redis.call('HMGET', job_key(id), 'task', 'payload', 'timeout', 'max_attempts', 'backoff', 'attempts')
+    local att
+    if f[6] and #f[6] <= 15 and string.match(f[6], '^%-?%d+$') then
+      att = tonumber(f[6]) + 1
+    else  -- missing or not a number (the hash is producer-writable): HINCRBY decides, as ever
+      att = redis.call('HINCRBY', job_key(id), 'attempts', 1)
+    end
+    local extra = nil
     if not f[4] or f[4] == '' then
       -- stamped, not just replied: finish and the lease reaper read it from the job
       f[4] = tostring(tonumber(limits[f[1]]) or 3)
-      redis.call('HSET', job_key(best), 'max_attempts', f[4])
+      extra = {'max_attempts', f[4]}
     end
-    jobs[#jobs + 1] = {best, f[1], f[2], att, f[3], f[4], f[5]}
+    claims[#claims + 1] = {id, att, extra}
+    jobs[#jobs + 1] = {id, f[1], f[2], att, f[3], f[4], f[5]}
   end
+  to_active(claims, wid, now, lease)
 end
-if paused == 1 or (redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_READYC) == 0) then
+if ready_empty == nil and paused == 0 then
+  ready_empty = redis.call('ZCARD', K_READY) == 0 and redis.call('ZCARD', K_READYC) == 0
+end
+if paused == 1 or ready_empty then
   redis.call('DEL', K_WAKE)  -- nothing to wake anyone for (resume pushes fresh tokens)
   wakes = 0
 end
 flush_stats()
 flush_wakes()
 
-local nd = redis.call('ZRANGE', K_SCHEDULED, 0, 0, 'WITHSCORES')
 local na = redis.call('ZRANGE', K_ACTIVE, 0, 0, 'WITHSCORES')
 return {jobs, now, nd[2] or '', na[2] or '', paused, draining, lost, cancels, expired_n}
