@@ -241,7 +241,14 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         if want == 0 and not hb_due:
             await self._wait(free=0)  # nothing to claim and no heartbeat due: no round trip
             return
-        reap = self._healthy_since is not None and now - self._healthy_since >= self.settings.lease_seconds
+        # Reap (expired leases, gone workers) with each heartbeat and once the earliest lease
+        # this worker knows of has run out, not on every claim: a busy worker claims many
+        # times a second, and each reap costs Redis two range reads.
+        reap = (
+            self._healthy_since is not None
+            and now - self._healthy_since >= self.settings.lease_seconds
+            and (hb_due or (self._next_expiry is not None and now >= self._next_expiry))
+        )
         res = replies.claim_reply(
             await self.scripts.claim(
                 self.keyspace,
