@@ -76,6 +76,7 @@ class HerderClient:
         self.redis: Any = redis if redis is not None else redis_client(self.settings)
         self.scripts = Scripts.register(self.redis)
         self._known_queues: set[str] = set()
+        self._queue_keys: dict[str, QueueKeys] = {}
 
     @property
     def tasks(self) -> TaskSet:
@@ -93,7 +94,13 @@ class HerderClient:
         await self.redis.aclose()
 
     def keys(self, queue: str) -> QueueKeys:
-        return QueueKeys(self.settings.key_prefix, check_queue(queue))
+        qk = self._queue_keys.get(queue) if isinstance(queue, str) else None
+        if qk is None:  # checked once per name (bounded: a dashboard may touch many queues)
+            qk = QueueKeys(self.settings.key_prefix, check_queue(queue))
+            if len(self._queue_keys) >= 4096:
+                self._queue_keys.clear()
+            self._queue_keys[queue] = qk
+        return qk
 
     # ---- enqueue -------------------------------------------------------------------------
 

@@ -177,10 +177,25 @@ class QueueScript:
         self.spec = s
         self.redis = redis
         self._script = redis.register_script(s.source)
+        # A script whose KEYS are all fixed queue keys gets the same list for every call on a
+        # queue: resolved once per queue (bounded: a client may touch many queues).
+        self._fixed = all(k.argv is None for k in s.keys)
+        self._keys: dict[QueueKeys, list[str]] = {}
+
+    def _resolve(self, qk: QueueKeys, argv: list[Any]) -> list[str]:
+        if not self._fixed:
+            return [k.resolve(qk, argv) for k in self.spec.keys]
+        keys = self._keys.get(qk)
+        if keys is None:
+            keys = [k.resolve(qk, argv) for k in self.spec.keys]
+            if len(self._keys) >= 1024:
+                self._keys.clear()
+            self._keys[qk] = keys
+        return keys
 
     async def __call__(self, qk: QueueKeys, *args: Any) -> Any:
         argv = [qk.base, *args]
-        keys = [k.resolve(qk, argv) for k in self.spec.keys]
+        keys = self._resolve(qk, argv)
         if not self.spec.readonly:
             return await self._script(keys=keys, args=argv)
         try:

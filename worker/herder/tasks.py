@@ -80,6 +80,13 @@ class Task:
 
     def validate_payload(self, payload: Any) -> Any:
         """Return the JSON-ready payload, or raise InvalidInput with the model's reasons."""
+        return self._checked_payload(payload)[0]
+
+    def encode_payload(self, payload: Any) -> str:
+        """The payload as stored (compact JSON), validated as by validate_payload."""
+        return self._checked_payload(payload)[1]
+
+    def _checked_payload(self, payload: Any) -> tuple[Any, str]:
         if self.payload_model is None:
             data = payload
         else:
@@ -102,7 +109,7 @@ class Task:
             raise InvalidInput(
                 f"payload for task '{self.name}' is {len(encoded)} bytes; limit {MAX_PAYLOAD_BYTES}"
             )
-        return data
+        return data, encoded
 
     def parse_payload(self, data: Any) -> Any:
         if self.payload_model is None:

@@ -5,17 +5,29 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import lru_cache
 from typing import Any
 
+from herder.backoff import Backoff
 from herder.errors import InvalidInput
 from herder.request import JobRequest
 from herder.tasks import Task
 
 
+@lru_cache(maxsize=1024)
+def _backoff_json(policy: Backoff) -> str:
+    """Backoff is frozen: each policy (mostly one per task) is encoded once."""
+    return policy.model_dump_json()
+
+
+def _json_list(items: list[str]) -> str:
+    return json.dumps(items) if items else "[]"
+
+
 def encode_job(queue: str, req: JobRequest, task: Task) -> dict[str, Any]:
     """The spec of one job for enqueue.lua: the task's defaults filled in, the payload checked
     against the task's model."""
-    payload = task.validate_payload(req.payload)
+    payload = task.encode_payload(req.payload)
     caps = sorted(set(task.capabilities) | set(req.capabilities))
     try:
         at_ms = req.at_ms()
@@ -28,17 +40,17 @@ def encode_job(queue: str, req: JobRequest, task: Task) -> dict[str, Any]:
         "fresh": "0" if req.id else "1",
         "queue": queue,
         "task": req.task,
-        "payload": json.dumps(payload, separators=(",", ":")),
+        "payload": payload,
         "priority": req.priority,
         # '' when neither says: the worker's task value is stamped at claim (claim.lua)
         "max_attempts": req.max_attempts or task.max_attempts or "",
-        "backoff": (req.backoff or task.backoff).model_dump_json(),
+        "backoff": _backoff_json(req.backoff or task.backoff),
         "timeout": "" if timeout is None else repr(float(timeout)),
         "parents": req.after,
-        "parents_json": json.dumps(req.after),
+        "parents_json": _json_list(req.after),
         "run_regardless": "1" if req.run_regardless else "0",
         "caps": json.dumps(caps) if caps else "",
-        "labels": json.dumps(req.labels),
+        "labels": json.dumps(req.labels) if req.labels else "{}",
         "delay_ms": int((req.delay or 0) * 1000),
         "at_ms": "" if at_ms is None else str(at_ms),
     }
