@@ -16,8 +16,12 @@ from herder.tasks import Task
 
 @lru_cache(maxsize=1024)
 def _backoff_json(policy: Backoff) -> str:
-    """Backoff is frozen: each policy (mostly one per task) is encoded once."""
-    return policy.model_dump_json()
+    """Compact JSON, whole numbers without ".0": a usual policy stays within Redis's
+    hash-max-listpack-value (64 bytes), so a queued job's hash keeps the compact listpack
+    encoding (one longer value converts the whole hash to a hashtable, ~4x the memory).
+    Backoff is frozen: each policy (mostly one per task) is encoded once."""
+    fields = {k: int(v) if float(v).is_integer() else v for k, v in policy.model_dump().items()}
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def _json_list(items: list[str]) -> str:
