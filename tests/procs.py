@@ -1,4 +1,4 @@
-"""Worker processes for tests: started with `herder worker`, stopped by PID."""
+"""Processes for tests: `herder worker` started and stopped by PID, and how any child is stopped."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ from pathlib import Path
 from typing import Any
 
 APPS = str(Path(__file__).parent / "apps")
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Its exit code once it exits, within `timeout`; after that, SIGKILL."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """`sig` to a child still running, then its exit code (SIGKILL after `timeout`)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return wait_or_kill(proc, timeout)
 
 
 def chaos_tasks() -> Any:
@@ -76,12 +92,6 @@ class WorkerProc:
                 self.log_file.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         if self.log_file:
             self.log_file.close()

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -32,6 +31,7 @@ from herder.models import FINAL_STATES, Job
 from herder.processors.claude_code.bwrap import probe
 from herder.processors.claude_code.sandbox import MARKER_ENV
 from herder.settings import HerderSettings
+from procs import stop_process
 
 FAKE = Path(__file__).parent / "fakes" / "claude"
 IS_ROOT = os.geteuid() == 0
@@ -139,7 +139,7 @@ async def harness(
         async with HerderClient(settings) as client:
             yield Harness(client, base, worker, worker_uid, settings.redis_url)
     finally:
-        stop_worker(worker)
+        stop_process(worker)
 
 
 def python_for(uid: int, scratch: Path) -> list[str]:
@@ -176,16 +176,6 @@ def start_worker(env: dict[str, str], uid: int, base: Path) -> subprocess.Popen[
     cmd += ["--name", f"hostile-{uid}", "--drain-timeout", "5"]
     with open(base / "worker.log", "wb") as log:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base, **kwargs)
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
 
 
 def landed_outside(base: Path) -> list[str]:

@@ -23,6 +23,7 @@ from kube_harness import Kubelet, raw
 from herder.client import HerderClient
 from herder.models import Job, QueueStatus
 from herder.settings import HerderSettings
+from procs import wait_or_kill
 
 NS = "default"
 GROUP, VERSION, PLURAL = "herder.dev", "v1alpha1", "taskqueues"
@@ -204,8 +205,4 @@ def stop_operators(procs: list[subprocess.Popen[bytes]]) -> None:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
+        wait_or_kill(p, 30)

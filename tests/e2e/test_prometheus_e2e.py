@@ -28,6 +28,7 @@ from operator_harness import Cluster, tq_spec, until
 
 from herder.client import HerderClient
 from herder.settings import HerderSettings
+from procs import stop_process
 from redis_proc import RedisProc, free_port
 from toolbins import find_binary
 
@@ -133,12 +134,7 @@ class Prometheus:
         return result
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, timeout=20)
         self.log.close()
 
 
@@ -153,13 +149,7 @@ class Worker:
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, sig)
         self.log.close()
 
 

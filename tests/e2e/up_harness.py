@@ -3,7 +3,6 @@ a subprocess stopped with SIGINT (what Ctrl-C sends), and polling at the pace of
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from operator_harness import tq_spec
 
 from helpers import wait_for
 from herder.client import HerderClient
+from procs import stop_process
 
 T = TypeVar("T")
 
@@ -69,10 +69,4 @@ def herder_up(path: Path, url: str, env: dict[str, str], log_path: Path) -> Iter
         try:
             yield up
         finally:
-            if up.proc.poll() is None:
-                os.kill(up.proc.pid, signal.SIGINT)
-            try:
-                up.code = up.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                up.proc.kill()
-                up.code = up.proc.wait(10)
+            up.code = stop_process(up.proc, signal.SIGINT, 60)
