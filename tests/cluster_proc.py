@@ -64,9 +64,16 @@ def poll(probe: Callable[[], T | None], what: str, timeout: float) -> T:
 
 
 class RedisClusterProc:
-    def __init__(self, directory: Path, masters: int = 3, replicas: int = 0) -> None:
+    """`full_coverage`: Redis' cluster-require-full-coverage. With "yes" (Redis' default) every
+    node refuses every query (CLUSTERDOWN) from the moment a master is marked failed until its
+    replica is promoted; with "no" the other masters keep serving their slots meanwhile."""
+
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 0, *, full_coverage: bool = True
+    ) -> None:
         n = masters * (1 + replicas)
-        self.nodes = [RedisProc(directory / f"node{i}", cluster_port(), extra=CLUSTER_ARGS) for i in range(n)]
+        args = [*CLUSTER_ARGS, "--cluster-require-full-coverage", "yes" if full_coverage else "no"]
+        self.nodes = [RedisProc(directory / f"node{i}", cluster_port(), extra=args) for i in range(n)]
         self.masters_wanted = masters
         self.replicas = replicas
 
@@ -120,6 +127,13 @@ class RedisClusterProc:
             ):
                 return None
         return True
+
+    def healthy(self) -> bool:
+        """`wait_healthy`'s condition, now (False while nodes disagree or cannot answer)."""
+        try:
+            return bool(self._healthy())
+        except redis.RedisError:
+            return False
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Every live node says the cluster is ok, there are `masters` masters, and every live

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from cluster_proc import RedisClusterProc
+from failover import one_queue_per_master
 from helpers import running_worker, wait_state
 from herder.client import HerderClient
 from herder.connection import redis_client
@@ -30,16 +31,6 @@ from procs import WorkerProc, chaos_tasks
 def cluster(redis_cluster: RedisClusterProc) -> RedisClusterProc:
     redis_cluster.flushall()
     return redis_cluster
-
-
-def one_queue_per_master(cluster: RedisClusterProc, n: int = 30) -> list[str]:
-    """Queue names whose slots are served by different masters, one per master."""
-    picked: dict[int, str] = {}
-    for i in range(n):
-        q = f"q{i}"
-        picked.setdefault(cluster.node_for_key(QueueKeys("herder", q).ready).port, q)
-    assert len(picked) == len(cluster.masters()), picked
-    return list(picked.values())
 
 
 async def test_queues_spread_over_masters_and_every_script_stays_in_its_slot(

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ClusterDownError, ClusterError, SlotNotCoveredError, TryAgainError
+from redis.cluster import PRIMARY
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from herder.settings import HerderSettings
@@ -27,6 +37,132 @@ CLUSTER_OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     TryAgainError,
     SlotNotCoveredError,
 )
+
+
+def _torn_down(exc: AttributeError) -> RedisConnectionError:
+    return RedisConnectionError(f"connection closed by a cluster client reinitialize ({exc})")
+
+
+async def _node_execute_command(self: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+    connection = self.acquire_connection()
+    try:  # the send too: a connect or write error must not strand the connection
+        await connection.send_packed_command(connection.pack_command(*args), False)
+        return await self.parse_response(connection, args[0], **kwargs)
+    except AttributeError as exc:
+        raise _torn_down(exc) from exc
+    finally:
+        self._free.append(connection)
+
+
+async def _node_execute_pipeline(self: ClusterNode, commands: Any) -> bool:
+    connection = self.acquire_connection()
+    try:
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands(cmd.args for cmd in commands), False
+            )
+        except AttributeError as exc:
+            raise _torn_down(exc) from exc
+        ret = False
+        for cmd in commands:
+            try:
+                cmd.result = await self.parse_response(connection, cmd.args[0], **cmd.kwargs)
+            except Exception as e:
+                cmd.result = _torn_down(e) if isinstance(e, AttributeError) else e
+                ret = True
+        return ret
+    finally:
+        self._free.append(connection)
+
+
+def _fix_cluster_nodes() -> None:
+    """Two faults of redis-py 5.3's async cluster client that a master failover hits (found by
+    tests/test_cluster_failover.py), fixed in its per-node execute_command/execute_pipeline:
+
+    - The send happens outside the try/finally that frees the connection, so every connect or
+      write error (each command sent to a master that just died) strands one connection; after
+      max_connections of them that node object answers MaxConnectionsError forever
+      (redis/redis-py#4110, fixed upstream by #4111 with ClusterNode.release).
+    - On any connection error the client reinitializes by disconnecting every node's
+      connections, in-flight ones of other tasks included; a command caught mid-connect then
+      fails with AttributeError ('NoneType' object has no attribute 'writelines'). It is a lost
+      connection, and is raised as one, so callers retry it like any outage."""
+    if hasattr(ClusterNode, "release"):  # a redis-py with #4111: check the second fault there
+        return
+    ClusterNode.execute_command = _node_execute_command  # type: ignore[method-assign]
+    ClusterNode.execute_pipeline = _node_execute_pipeline  # type: ignore[method-assign]
+
+
+class HerderRedisCluster(RedisCluster):
+    """redis-py's async cluster client with three fixes that a master failover needs (each found
+    by tests/test_cluster_failover.py; redis-py 5.3):
+
+    - (Re)initializing reads the slot map, then runs COMMAND on the map's first master. While a
+      killed master's slots are not yet failed over, the map still names it; when it comes first
+      every reinitialize fails, so the whole client, every queue, is down until the failover
+      ends. Here the parser runs on the first master that answers, which becomes the default
+      node (keyless commands: TIME, PING, INFO).
+    - EVALSHA_RO is routed by asking that node for the command's keys (COMMAND GETKEYS): one
+      extra round trip per read-only script call, and a connection error there never refreshed
+      the slot map, so once that node died every later call failed. Here EVAL_RO/EVALSHA_RO route
+      by their declared keys like EVAL/EVALSHA.
+    - No reachable startup node raised RedisClusterException, not a connection error; callers
+      now see the outage they can wait out."""
+
+    async def initialize(self) -> HerderRedisCluster:
+        if not self._initialize:
+            return self
+        if not self._lock:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._initialize:
+                return self
+            try:
+                await self.nodes_manager.initialize()
+                await self._parser_on_a_live_master()
+                self._initialize = False
+            except BaseException as exc:
+                await self.nodes_manager.aclose()
+                await self.nodes_manager.aclose("startup_nodes")
+                if isinstance(exc, RedisClusterException) and isinstance(
+                    exc.__cause__, RedisConnectionError | RedisTimeoutError | OSError
+                ):  # "cannot be connected": no startup node answered
+                    raise RedisConnectionError(str(exc)) from exc
+                raise
+        return self
+
+    async def _parser_on_a_live_master(self) -> None:
+        manager = self.nodes_manager
+        first = manager.default_node
+        masters = [first, *(n for n in manager.get_nodes_by_server_type(PRIMARY) if n is not first)]
+        error: Exception | None = None
+        for node in masters:
+            if node is None:
+                continue
+            try:
+                if self.commands_parser.commands:  # the command table does not change: probe only
+                    await node.execute_command("PING")
+                    self.commands_parser.node = node
+                else:
+                    await self.commands_parser.initialize(node)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                error = exc
+                continue
+            manager.default_node = node
+            return
+        raise RedisConnectionError(f"no master of the cluster answers: {error}")
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in ("EVAL_RO", "EVALSHA_RO") and len(args) >= 2 and int(args[1]) > 0:
+            slots = {self.keyslot(k) for k in args[2 : 2 + int(args[1])]}
+            if len(slots) != 1:
+                raise RedisClusterException(f"{command}: all keys must map to the same key slot")
+            return slots.pop()
+        try:
+            return await super()._determine_slot(command, *args)
+        except (RedisConnectionError, RedisTimeoutError):
+            self._initialize = True
+            raise
 
 
 def is_cluster(redis: Any) -> bool:
@@ -69,11 +205,12 @@ def redis_client(settings: HerderSettings) -> Any:
             ssl_cert_reqs="required" if settings.redis_tls_ca_certs else "none",
         )
     if settings.redis_cluster:
+        _fix_cluster_nodes()
         # The URL names any node; the client reads the slot map from it and routes each command
         # to the master of its key's slot. max_connections is per node here. require_full_coverage
         # (the default) refuses to start on a cluster with an unserved slot instead of failing
         # later on some queues only.
-        return RedisCluster.from_url(url, **kwargs)
+        return HerderRedisCluster.from_url(url, **kwargs)
     if settings.redis_sentinels:
         sentinels = []
         for part in settings.redis_sentinels.split(","):
