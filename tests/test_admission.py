@@ -193,3 +193,11 @@ def test_pod_policy_is_the_operators_choice(core: Any, monkeypatch: pytest.Monke
     config = OperatorConfig()
     assert config.allowed_service_accounts == ["builder", "cluster-admin-sa"]
     assert asyncio.run(admit(hostile, "ns", "jobs", core, config)).settings.redis_url
+
+
+def test_a_cluster_queue_gets_cluster_settings_or_a_clear_refusal(core: Any) -> None:
+    ok = run_admit(core, spec(redis={"url": "redis://redis-cluster:6379/0", "cluster": True}))
+    assert ok.settings.redis_cluster
+    assert not run_admit(core, spec(redis={"url": "redis://r:6379/0"})).settings.redis_cluster
+    with pytest.raises(Refused, match="only database 0"):
+        run_admit(core, spec(redis={"url": "redis://redis-cluster:6379/3", "cluster": True}))

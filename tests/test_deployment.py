@@ -95,6 +95,14 @@ def test_redis_credentials_come_from_the_secret() -> None:
     assert {"name": "redis-tls", "secret": {"secretName": "ca"}} in dep["spec"]["template"]["spec"]["volumes"]
 
 
+def test_a_cluster_queue_tells_its_workers() -> None:
+    dep = build_deployment(spec(redis={"url": "redis://rc:6379/0", "cluster": True}), OWNER, namespace="ns")
+    env = {e["name"]: e for e in container(dep)["env"]}
+    assert env["HERDER_REDIS_CLUSTER"]["value"] == "true"
+    plain = {e["name"] for e in container(build_deployment(spec(), OWNER, namespace="ns"))["env"]}
+    assert "HERDER_REDIS_CLUSTER" not in plain
+
+
 def test_pod_template_is_completed_not_replaced() -> None:
     template = {
         "metadata": {"labels": {"team": "a"}},

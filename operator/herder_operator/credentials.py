@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from herder.settings import HerderSettings
 from herder_operator.admission import (
@@ -133,4 +133,11 @@ async def admit(
                 values["redis_tls_ca_certs"] = str(Path(tmp.name) / "ca.crt")
     if r.key_prefix:
         values["key_prefix"] = r.key_prefix
-    return Admitted(HerderSettings(**values), url_in_secret, tmp)
+    if r.cluster:
+        values["redis_cluster"] = True
+    try:
+        settings = HerderSettings(**values)
+    except ValidationError as exc:  # e.g. cluster with a unix:// url or a database other than 0
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise Refused(f"spec.redis: {reasons}") from None
+    return Admitted(settings, url_in_secret, tmp)

@@ -98,6 +98,11 @@ class RedisSpec(_Model):
         pattern=r"^[^{}\s]+$",
         description="Prefix of every key of this queue (to share one Redis between installations).",
     )
+    cluster: bool = Field(
+        default=False,
+        description="Redis Cluster: the url names any node (best a name that resolves to several); "
+        "workers and the operator use the cluster client (HERDER_REDIS_CLUSTER).",
+    )
 
     @model_validator(mode="after")
     def _has_url(self) -> RedisSpec:

@@ -81,6 +81,8 @@ def _redis_env(spec: TaskQueueSpec, url_in_secret: bool) -> list[dict[str, Any]]
             env.append({"name": "HERDER_REDIS_TLS_CA_CERTS", "value": f"{TLS_MOUNT}/ca.crt"})
     if r.key_prefix:
         env.append({"name": "HERDER_KEY_PREFIX", "value": r.key_prefix})
+    if r.cluster:
+        env.append({"name": "HERDER_REDIS_CLUSTER", "value": "true"})
     return env
 
 

@@ -98,6 +98,8 @@ class LocalPool:
         env["HERDER_REDIS_URL"] = self.redis_url
         if self.spec.redis.key_prefix:
             env["HERDER_KEY_PREFIX"] = self.spec.redis.key_prefix
+        if self.spec.redis.cluster:
+            env["HERDER_REDIS_CLUSTER"] = "true"
         env.pop("HERDER_WORKER_NAME", None)  # --name decides
         return env
 
