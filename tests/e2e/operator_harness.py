@@ -206,3 +206,24 @@ def stop_operators(procs: list[subprocess.Popen[bytes]]) -> None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
         wait_or_kill(p, 30)
+
+
+def reconcile_steps(name: str) -> float:
+    """Reconcile steps the in-process operator finished or failed for TaskQueue `name`, from its
+    own metrics: an observable tick, so a test proves "nothing happened over N polls" without sleeping."""
+    from herder_operator import metrics
+
+    m = metrics.METRICS
+    if m is None:
+        return 0.0
+    total = 0.0
+    for family in m.registry.collect():
+        if family.name not in (
+            "herder_operator_reconcile_duration_seconds",
+            "herder_operator_reconcile_errors",
+        ):
+            continue
+        for s in family.samples:
+            if s.labels.get("taskqueue") == f"{NS}/{name}" and s.name.endswith(("_count", "_total")):
+                total += s.value
+    return total

@@ -3,11 +3,10 @@ kubelet running `herder worker` processes and real Redis."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from operator_harness import Cluster, enqueue_sleeps, jobs, queue_status, tq_spec, until
+from operator_harness import Cluster, enqueue_sleeps, jobs, queue_status, reconcile_steps, tq_spec, until
 
 from herder.models import JobState
 from redis_proc import RedisProc
@@ -92,7 +91,10 @@ def test_redis_unreachable_reports_and_holds_replicas(
             "RedisReachable=False",
         )
         assert cond["reason"] == "RedisUnreachable"
-        time.sleep(4)  # several poll intervals: give a wrong scale-down every chance to happen
+        # Three more reconcile steps of this TaskQueue (counted by the in-process operator's own
+        # metrics) give a wrong scale-down every chance to happen; no fixed sleep.
+        seen = reconcile_steps("outage")
+        until(lambda: reconcile_steps("outage"), lambda n: n >= seen + 3, 60, "three more reconcile steps")
         assert cluster.replicas("outage") == 2
         assert cluster.status("outage")["phase"] == "Degraded"
         assert not cluster.kubelet.deleted
