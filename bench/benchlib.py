@@ -19,6 +19,7 @@ import atexit
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
+from redis.crc import key_slot
 
-from herder.localredis import LocalRedis
+from herder.localredis import LocalRedis, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +43,8 @@ class RedisServer(LocalRedis):
     """herder's LocalRedis with persistence off (a benchmark measures the queue, not fsync)."""
 
     def __init__(self) -> None:
-        super().__init__(appendonly=False)
+        # noeviction is Redis's default, and what BullMQ requires (it warns otherwise)
+        super().__init__(appendonly=False, extra=["--maxmemory-policy", "noeviction"])
 
     def sync(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=True)
@@ -59,6 +62,96 @@ class RedisServer(LocalRedis):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RedisClusterServer:
+    """A Redis Cluster of `masters` private redis-servers (no replicas, persistence off): each
+    node is given an equal share of the 16,384 slots with CLUSTER ADDSLOTSRANGE and joined with
+    CLUSTER MEET (a one-master cluster, which `redis-cli --cluster create` refuses, works the
+    same way). Every node is stopped by PID."""
+
+    def __init__(self, masters: int) -> None:
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += ["--cluster-node-timeout", "2000", "--maxmemory-policy", "noeviction"]
+        self.nodes = [LocalRedis(port=_cluster_port(), appendonly=False, extra=args) for _ in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def clients(self) -> list[Any]:
+        return [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServer:
+        try:
+            for n in self.nodes:
+                n.start()
+            per = 16384 // len(self.nodes)
+            for i, r in enumerate(self.clients()):
+                last = 16383 if i == len(self.nodes) - 1 else (i + 1) * per - 1
+                r.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+                if i:
+                    r.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            deadline = time.monotonic() + timeout
+            for r in self.clients():
+                while r.cluster("info").get("cluster_state") != "ok" or len(r.cluster("nodes")) < len(
+                    self.nodes
+                ):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cluster not ok: {r.cluster('info')}")
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def __enter__(self) -> RedisClusterServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def shard_of(key: str, masters: int) -> int:
+    """Index of the RedisClusterServer node (of `masters`) that serves `key`'s slot."""
+    return min(key_slot(key.encode()) // (16384 // masters), masters - 1)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/PID/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle, summed over its cores (/proc/stat)."""
+    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(r: redis.Redis) -> float:
+    """used_cpu_sys + used_cpu_user of a redis-server (INFO cpu; main thread and children)."""
+    info = cast(dict[str, Any], r.info("cpu"))
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def command_stats(r: redis.Redis) -> dict[str, int]:
@@ -130,11 +223,14 @@ def _count_to_file(path: str) -> None:
     atexit.register(dump)
 
 
-def read_counts(path: Path, proc: subprocess.Popen[bytes] | None = None) -> dict[str, int]:
-    """Ask a live worker (SIGUSR1) for its counters, or read what it wrote at exit."""
+def read_counts(
+    path: Path, proc: subprocess.Popen[bytes] | None = None, sig: int = signal.SIGUSR1
+) -> dict[str, int]:
+    """Ask a live worker (`sig`; BullMQ's Node worker uses SIGUSR2) for its counters, or read
+    what it wrote at exit."""
     if proc is not None and proc.poll() is None:
         mtime = path.stat().st_mtime_ns if path.exists() else 0
-        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(sig)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (not path.exists() or path.stat().st_mtime_ns == mtime):
             time.sleep(0.01)
@@ -144,8 +240,14 @@ def read_counts(path: Path, proc: subprocess.Popen[bytes] | None = None) -> dict
 # ---- worker subprocesses ----------------------------------------------------------------
 
 
-def _spawn(args: list[str], url: str, count_file: Path | None, log: Path | None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, HERDER_REDIS_URL=url, BENCH_REDIS_URL=url)
+def _spawn(
+    args: list[str],
+    url: str,
+    count_file: Path | None,
+    log: Path | None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, HERDER_REDIS_URL=url, BENCH_REDIS_URL=url, **(extra_env or {}))
     env.pop("BENCH_COUNT_FILE", None)
     if count_file is not None:
         env["BENCH_COUNT_FILE"] = str(count_file)
@@ -164,6 +266,7 @@ def spawn_herder(
     burst: bool = False,
     count_file: Path | None = None,
     log: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`herder worker QUEUE --concurrency N` (the real CLI entry point) in a subprocess."""
     args = ["herder", "worker", queue, "--concurrency", str(concurrency)]
@@ -171,7 +274,7 @@ def spawn_herder(
         args += ["--name", name]
     if burst:
         args.append("--burst")
-    return _spawn(args, url, count_file, log)
+    return _spawn(args, url, count_file, log, extra_env)
 
 
 def spawn_arq(

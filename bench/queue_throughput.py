@@ -1,27 +1,35 @@
-"""Queue throughput: Herder vs stock arq 0.28, side by side, on one private redis-server.
+"""Queue throughput: Herder vs stock arq 0.28 vs BullMQ 6.7, side by side, on one private
+redis-server, in one run (every ratio comes from the same run).
 
-    python bench/queue_throughput.py                 # defaults below, ~3 min on 2 cores
-    python bench/queue_throughput.py --repeat 1 --jobs 2000   # quick smoke run
+    python bench/queue_throughput.py            # defaults below, ~5 min on 2 shared cores
+    python bench/queue_throughput.py --quick    # smoke run: 1 repeat, 2,000 jobs
 
 (a) enqueue latency: single enqueues from one client, one after another (Herder
-    `client.enqueue("bench", "echo", {"i": i})` vs arq `ArqRedis.enqueue_job("noop", i=i)`),
-    p50/p99 per call; Herder `enqueue_many` of 1,000 jobs (one round trip), time per job.
+    `client.enqueue("bench", "echo", {"i": i})`, arq `ArqRedis.enqueue_job("noop", i=i)`, BullMQ
+    `queue.add("noop", {i})` from Node), p50/p99 per call; Herder `enqueue_many` of 1,000 jobs
+    (one round trip), time per job.
 (b) no-op throughput: one worker process at concurrency 10 and 100 drains a pre-filled queue
     (Herder: `herder worker bench --concurrency N --burst` running the demo `echo` task; arq: a
-    `Worker(max_jobs=N, burst=True)` with default settings running a no-op coroutine).
+    `Worker(max_jobs=N, burst=True)` with default settings running a no-op coroutine; BullMQ: one
+    `Worker` with `{concurrency: N}`, otherwise default, an async processor returning `job.data.i`).
     jobs/s = jobs / (last job finished - first job started), from the start/finish times each
     system stores per job; "wall" also counts process start-up (spawn -> exit).
 (c) Redis work per job, enqueue to success (see docs/benchmarks.md for what is counted):
     "backlog": every job enqueued singly, then the drain of (b) at concurrency 100;
     "live": the worker runs idle first, then jobs are enqueued one at a time while it runs.
+(d) Redis memory per queued job: `used_memory` after N single enqueues (no worker) minus before.
 
-Each measurement runs --repeat times (Herder and arq interleaved); tables show medians.
+Each measurement runs --repeat times (Herder, arq and BullMQ interleaved); tables show medians.
+BullMQ runs with its defaults: `removeOnComplete` off (completed jobs are kept, as Herder and arq
+keep theirs), the events stream on (capped at ~10,000 entries).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,31 +37,31 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import deserialize_result
 
+import bullmqlib
 from benchlib import (
     Counters,
     RedisServer,
     command_stats,
-    fmt,
     install_counters,
     machine,
-    median,
-    percentile,
     progress,
     read_counts,
     spawn_arq,
     spawn_herder,
     stop,
-    table,
 )
+from bullmqlib import BullMQ
 from herder.client import HerderClient, JobRequest
 from herder.settings import HerderSettings
+from throughput_report import report
 
-QUEUE = "bench"  # Herder queue
+QUEUE = "bench"  # Herder's and BullMQ's queue name
 ARQ_QUEUE = "arq:queue"  # arq's default queue name
-WORKER_TIMEOUT_S = 180.0
+SYSTEMS = ("herder", "arq", "bullmq")
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -74,6 +82,11 @@ def run_until_exit(proc: subprocess.Popen[bytes], what: str, cap: float) -> bool
     if proc.returncode != 0:
         raise SystemExit(f"{what} exited with {proc.returncode}")
     return False
+
+
+def sync(url: str) -> Any:
+    """A plain client for the bench's own reads (typed Any: redis-py's sync/async unions)."""
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
 async def herder_window(client: HerderClient) -> tuple[float, int]:
@@ -105,7 +118,7 @@ async def arq_window(pool: ArqRedis) -> tuple[float, int]:
 # ---- (a) enqueue latency ------------------------------------------------------------------
 
 
-async def enqueue_latency(url: str, n: int, warmup: int = 100) -> dict[str, list[float]]:
+async def enqueue_latency(url: str, bq: BullMQ, n: int, warmup: int = 100) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     async with HerderClient(HerderSettings(redis_url=url)) as client:
         await client.redis.flushall()
@@ -138,6 +151,8 @@ async def enqueue_latency(url: str, n: int, warmup: int = 100) -> dict[str, list
         await pool.flushall()
     finally:
         await pool.aclose()
+    out["bullmq"] = bq.add(n, warmup=warmup)["latencies"]
+    sync(url).flushall()
     return out
 
 
@@ -145,82 +160,85 @@ async def enqueue_latency(url: str, n: int, warmup: int = 100) -> dict[str, list
 
 
 async def drain_run(
-    url: str, system: str, jobs: int, concurrency: int, tmp: Path, cap: float
+    url: str, bq: BullMQ, system: str, jobs: int, concurrency: int, tmp: Path, cap: float
 ) -> dict[str, float]:
     """Fill the queue (single enqueues), then time one burst worker draining it (at most `cap`
     seconds; a capped run is stopped and measured over the jobs it finished)."""
     count_file = tmp / f"{system}-{concurrency}-{time.monotonic_ns()}.json"
     log = tmp / f"{system}-worker.log"
-    admin = _sync(url)
+    admin = sync(url)
+    admin.flushall()
     if system == "herder":
         async with HerderClient(HerderSettings(redis_url=url)) as client:
-            await client.redis.flushall()
             await client.enqueue(QUEUE, "echo", {"i": -1})  # load scripts, register the queue
             await client.redis.flushall()
             admin.config_resetstat()
             before = Counters.snapshot()
             await gather_limited(jobs, lambda i: client.enqueue(QUEUE, "echo", {"i": i}))
-            enq = Counters.snapshot()
+            enq = {k: v - before[k] for k, v in Counters.snapshot().items()}
             t0 = time.monotonic()
             proc = spawn_herder(url, QUEUE, concurrency, burst=True, count_file=count_file, log=log)
             stopped = run_until_exit(proc, "herder worker", cap)
             wall = time.monotonic() - t0
             stats = command_stats(admin)
             window, n = await herder_window(client)
-            await client.redis.flushall()
-    else:
+    elif system == "arq":
         pool = await create_pool(RedisSettings.from_dsn(url))
         try:
-            await pool.flushall()
             admin.config_resetstat()
             before = Counters.snapshot()
             await gather_limited(jobs, lambda i: pool.enqueue_job("noop", i=i))
-            enq = Counters.snapshot()
+            enq = {k: v - before[k] for k, v in Counters.snapshot().items()}
             t0 = time.monotonic()
             proc = spawn_arq(url, ARQ_QUEUE, concurrency, burst=True, count_file=count_file, log=log)
             stopped = run_until_exit(proc, "arq worker", cap)
             wall = time.monotonic() - t0
             stats = command_stats(admin)
             window, n = await arq_window(pool)
-            await pool.flushall()
         finally:
             await pool.aclose()
+    else:
+        admin.config_resetstat()
+        enq = bq.add(jobs, parallel=50)["counts"]  # 50 adds in flight, like gather_limited
+        t0 = time.monotonic()
+        proc = bq.spawn_worker(concurrency, expect=jobs, count_file=count_file, log=log)
+        stopped = run_until_exit(proc, "bullmq worker", cap)
+        wall = time.monotonic() - t0
+        stats = command_stats(admin)
+        window, n = bq.window(admin)
+    admin.flushall()
     worker = read_counts(count_file)
     capped = stopped and n < jobs
     # Per job: the enqueue side over every job enqueued, the worker side over the jobs it ran
     # (they differ only in a capped run; so does Redis's total, which is then only indicative).
-    enq_cmds, enq_rt = enq["commands"] - before["commands"], enq["round_trips"] - before["round_trips"]
     return {
         "jobs_per_s": n / window if window > 0 else float("nan"),
         "done": n,
         "capped": float(capped),
         "wall_s": wall,
         "server_cmds": float("nan") if capped else sum(stats.values()) / n,
-        "client_cmds": enq_cmds / jobs + worker["commands"] / n,
-        "round_trips": enq_rt / jobs + worker["round_trips"] / n,
-        "enqueue_rt": enq_rt / jobs,
+        "client_cmds": enq["commands"] / jobs + worker["commands"] / n,
+        "round_trips": enq["round_trips"] / jobs + worker["round_trips"] / n,
+        "enqueue_rt": enq["round_trips"] / jobs,
         "worker_rt": worker["round_trips"] / n,
     }
-
-
-def _sync(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, decode_responses=True)
 
 
 # ---- (c) "live" counts ----------------------------------------------------------------------
 
 
 async def live_run(
-    url: str, system: str, jobs: int, concurrency: int, tmp: Path
+    url: str, bq: BullMQ, system: str, jobs: int, concurrency: int, tmp: Path
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Worker idle first; then `jobs` single enqueues while it runs; counts until all succeeded."""
     count_file = tmp / f"live-{system}-{time.monotonic_ns()}.json"
     log = tmp / f"{system}-worker.log"
-    poll = _sync(url)
+    poll = sync(url)
     poll.flushall()
     polls = 0
+    sig = signal.SIGUSR1
+    client: HerderClient | None = None
+    pool: ArqRedis | None = None
     if system == "herder":
         client = HerderClient(HerderSettings(redis_url=url))
         proc = spawn_herder(url, QUEUE, concurrency, name="live", count_file=count_file, log=log)
@@ -233,10 +251,14 @@ async def live_run(
         def done() -> bool:
             return int(poll.hget(stats_key, "succeeded") or 0) >= jobs + 1
 
-        async def enqueue(i: int) -> Any:
-            return await client.enqueue(QUEUE, "echo", {"i": i})
+        async def enqueue_all() -> dict[str, int]:
+            assert client is not None
+            before = Counters.snapshot()
+            for i in range(jobs):
+                await client.enqueue(QUEUE, "echo", {"i": i})
+            return {k: v - before[k] for k, v in Counters.snapshot().items()}
 
-    else:
+    elif system == "arq":
         pool = await create_pool(RedisSettings.from_dsn(url))
         proc = spawn_arq(url, ARQ_QUEUE, concurrency, count_file=count_file, log=log)
         poll_cmd = "zcard"
@@ -247,16 +269,32 @@ async def live_run(
         def done() -> bool:
             return int(poll.zcard(ARQ_QUEUE)) == 0
 
-        async def enqueue(i: int) -> Any:
-            return await pool.enqueue_job("noop", i=i)
+        async def enqueue_all() -> dict[str, int]:
+            assert pool is not None
+            before = Counters.snapshot()
+            for i in range(jobs):
+                await pool.enqueue_job("noop", i=i)
+            return {k: v - before[k] for k, v in Counters.snapshot().items()}
+
+    else:
+        sig = signal.SIGUSR2
+        proc = bq.spawn_worker(concurrency, count_file=count_file, log=log)
+        poll_cmd = "zcard"
+        bq.add(1)  # warm-up job: the worker is up once it is done
+        while poll.zcard(bq.completed_key()) < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+        def done() -> bool:
+            return int(poll.zcard(bq.completed_key())) >= jobs + 1
+
+        async def enqueue_all() -> dict[str, int]:
+            counts: dict[str, int] = bq.add(jobs)["counts"]  # one Node process, one add after another
+            return counts
 
     try:
-        w0 = read_counts(count_file, proc)
+        w0 = read_counts(count_file, proc, sig)
         poll.config_resetstat()
-        before = Counters.snapshot()
-        for i in range(jobs):
-            await enqueue(i)
-        enq = Counters.snapshot()
+        enq = await enqueue_all()
         deadline = time.monotonic() + 180
         while True:
             polls += 1
@@ -266,24 +304,63 @@ async def live_run(
                 raise SystemExit(f"live {system}: jobs not all done within 180 s")
             await asyncio.sleep(0.1)
         stats = command_stats(poll)
-        w1 = read_counts(count_file, proc)
+        w1 = read_counts(count_file, proc, sig)
     finally:
         stop(proc)
-        if system == "herder":
+        if client is not None:
             await client.close()
-        else:
+        if pool is not None:
             await pool.aclose()
     stats[poll_cmd] -= polls  # the bench's own completion polls
     total = sum(stats.values())
-    c_cmds = enq["commands"] - before["commands"] + w1["commands"] - w0["commands"]
-    c_rt = enq["round_trips"] - before["round_trips"] + w1["round_trips"] - w0["round_trips"]
+    w_cmds, w_rt = w1["commands"] - w0["commands"], w1["round_trips"] - w0["round_trips"]
     return {
         "server_cmds": total / jobs,
-        "client_cmds": c_cmds / jobs,
-        "round_trips": c_rt / jobs,
-        "enqueue_rt": (enq["round_trips"] - before["round_trips"]) / jobs,
-        "worker_rt": (w1["round_trips"] - w0["round_trips"]) / jobs,
+        "client_cmds": (enq["commands"] + w_cmds) / jobs,
+        "round_trips": (enq["round_trips"] + w_rt) / jobs,
+        "enqueue_rt": enq["round_trips"] / jobs,
+        "worker_rt": w_rt / jobs,
     }, stats
+
+
+# ---- (d) memory per queued job ------------------------------------------------------------
+
+
+async def memory_run(url: str, bq: BullMQ, system: str, jobs: int) -> dict[str, float]:
+    """Bytes of `used_memory` per queued job: N single enqueues (payload {"i": i}, no worker);
+    measured with the enqueuing client gone, scripts already loaded."""
+    admin = sync(url)
+    admin.flushall()
+    if system == "herder":
+        async with HerderClient(HerderSettings(redis_url=url)) as client:
+            await client.enqueue(QUEUE, "echo", {"i": -1})
+            await client.redis.flushall()
+        before = int(admin.info("memory")["used_memory"])
+        async with HerderClient(HerderSettings(redis_url=url)) as client:
+            await gather_limited(jobs, lambda i: client.enqueue(QUEUE, "echo", {"i": i}))
+    elif system == "arq":
+        pool = await create_pool(RedisSettings.from_dsn(url))
+        await pool.aclose()
+        before = int(admin.info("memory")["used_memory"])
+        pool = await create_pool(RedisSettings.from_dsn(url))
+        try:
+            await gather_limited(jobs, lambda i: pool.enqueue_job("noop", i=i))
+        finally:
+            await pool.aclose()
+    else:
+        bq.add(1)
+        admin.flushall()
+        before = int(admin.info("memory")["used_memory"])
+        bq.add(jobs, parallel=50)
+    after = int(admin.info("memory")["used_memory"])
+    keys = int(admin.dbsize())
+    events = admin.memory_usage(f"bull:{bq.queue}:events") if system == "bullmq" else None
+    admin.flushall()
+    return {
+        "bytes_per_job": (after - before) / jobs,
+        "keys_per_job": keys / jobs,
+        "events_bytes_per_job": (events or 0) / jobs,
+    }
 
 
 # ---- main ---------------------------------------------------------------------------------
@@ -294,141 +371,58 @@ async def main() -> None:
     ap.add_argument("--enqueues", type=int, default=5000, help="single enqueues per latency run")
     ap.add_argument("--jobs", type=int, default=10_000, help="jobs per drain run")
     ap.add_argument("--live-jobs", type=int, default=10_000, help="jobs for the live count run")
+    ap.add_argument("--memory-jobs", type=int, default=10_000, help="queued jobs for the memory run")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[10, 100])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
         "--cap", type=float, default=12.0, help="seconds a drain run may take before it is stopped"
     )
+    ap.add_argument("--bullmq-prefix", type=Path, default=None, help="npm folder (default: a temp dir)")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, 2,000 jobs: a smoke run")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.enqueues, args.cap = 1, 1000, 6.0
+        args.jobs = args.live_jobs = args.memory_jobs = 2000
     install_counters()
+    prefix = bullmqlib.install(args.bullmq_prefix)
     started = time.monotonic()
+    load0 = os.getloadavg()
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="herder-bench-") as tmpdir:
         tmp = Path(tmpdir)
         url = server.url
-        print(f"machine: {machine()}; redis-server {server.version()} (--save '' --appendonly no)")
+        bq = BullMQ(prefix, url, QUEUE)
+        header = (
+            f"machine: {machine()}; redis-server {server.version()} (--save '' --appendonly no); "
+            f"BullMQ {bullmqlib.BULLMQ_VERSION} (ioredis {bullmqlib.IOREDIS_VERSION}, "
+            f"node {bullmqlib.node_version()})"
+        )
 
-        progress("(a) enqueue latency")
-        lat: dict[str, list[list[float]]] = {"herder": [], "arq": [], "herder_bulk": []}
-        for _ in range(args.repeat):
-            one = await enqueue_latency(url, args.enqueues)
-            for k, v in one.items():
-                lat[k].append(v)
-
+        lat: dict[str, list[list[float]]] = {s: [] for s in (*SYSTEMS, "herder_bulk")}
         drains: dict[tuple[str, int], list[dict[str, float]]] = {}
-        for c in args.concurrency:
-            for rep in range(args.repeat):
-                for system in ("herder", "arq"):
+        memory: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}
+        for rep in range(args.repeat):
+            progress(f"(a) enqueue latency run {rep + 1}")
+            for k, v in (await enqueue_latency(url, bq, args.enqueues)).items():
+                lat[k].append(v)
+            for c in args.concurrency:
+                for system in SYSTEMS:
                     progress(f"(b) drain {system} c={c} run {rep + 1}")
                     drains.setdefault((system, c), []).append(
-                        await drain_run(url, system, args.jobs, c, tmp, args.cap)
+                        await drain_run(url, bq, system, args.jobs, c, tmp, args.cap)
                     )
+            for system in SYSTEMS:
+                progress(f"(d) memory {system} run {rep + 1}")
+                memory[system].append(await memory_run(url, bq, system, args.memory_jobs))
 
         live: dict[str, dict[str, float]] = {}
         live_stats: dict[str, dict[str, int]] = {}
-        for system in ("herder", "arq"):
+        for system in SYSTEMS:
             progress(f"(c) live {system}")
-            live[system], live_stats[system] = await live_run(url, system, args.live_jobs, 100, tmp)
+            live[system], live_stats[system] = await live_run(url, bq, system, args.live_jobs, 100, tmp)
 
-    def m(system: str, c: int, key: str) -> float:
-        return median([r[key] for r in drains[(system, c)]])
-
-    print()
-    print(f"(a) enqueue latency, {args.enqueues} single enqueues per run, median of {args.repeat} runs (ms)")
-    rows = []
-    for system, label in (("herder", "Herder enqueue"), ("arq", "arq enqueue_job")):
-        rows.append(
-            [
-                label,
-                fmt(median([percentile(x, 50) for x in lat[system]]), 3),
-                fmt(median([percentile(x, 99) for x in lat[system]]), 3),
-                "",
-            ]
-        )
-    bulk = median([median(x) for x in lat["herder_bulk"]])
-    rows.append(["Herder enqueue_many(1000)", "", "", fmt(bulk, 4)])
-    print(table(["", "p50 ms", "p99 ms", "ms per job (bulk)"], rows))
-
-    print()
-    print(f"(b) no-op jobs/s, one worker process, {args.jobs} pre-filled jobs, median of {args.repeat} runs")
-    rows = []
-    notes = []
-    for c in args.concurrency:
-        for system in ("herder", "arq"):
-            for r in drains[(system, c)]:
-                if r["capped"]:
-                    notes.append(
-                        f"{system} c={c}: a run hit the {args.cap:g} s cap with {r['done']:.0f} jobs done"
-                    )
-        h, a = m("herder", c, "jobs_per_s"), m("arq", c, "jobs_per_s")
-        rows.append(
-            [
-                c,
-                fmt(h, 0),
-                fmt(a, 0),
-                " / ".join(fmt(r["jobs_per_s"], 0) for r in drains[("herder", c)]),
-                " / ".join(fmt(r["jobs_per_s"], 0) for r in drains[("arq", c)]),
-                f"{h / a:.1f}x",
-                fmt(m("herder", c, "wall_s"), 1),
-                fmt(m("arq", c, "wall_s"), 1),
-            ]
-        )
-    print(
-        table(
-            [
-                "concurrency",
-                "Herder jobs/s",
-                "arq jobs/s",
-                "Herder runs",
-                "arq runs",
-                "ratio",
-                "Herder wall s",
-                "arq wall s",
-            ],
-            rows,
-        )
-    )
-    for note in notes:
-        print(f"  note: {note} (jobs/s measured over the jobs it finished)")
-
-    print()
-    print("(c) Redis work per job, enqueue -> success (per job; see docs/benchmarks.md)")
-    rows = []
-    cmax = max(args.concurrency)
-    for system in ("herder", "arq"):
-        runs = {
-            f"backlog c={cmax}": {k: m(system, cmax, k) for k in drains[(system, cmax)][0]},
-            "live c=100": live[system],
-        }
-        for scen, r in runs.items():
-            rows.append(
-                [
-                    system,
-                    scen,
-                    fmt(r["server_cmds"]),
-                    fmt(r["client_cmds"]),
-                    fmt(r["round_trips"]),
-                    fmt(r["enqueue_rt"]),
-                    fmt(r["worker_rt"]),
-                ]
-            )
-    print(
-        table(
-            [
-                "system",
-                "scenario",
-                "commands executed",
-                "commands sent",
-                "round trips",
-                "of which enqueue",
-                "of which worker",
-            ],
-            rows,
-        )
-    )
-    for system in ("herder", "arq"):
-        top = sorted(live_stats[system].items(), key=lambda kv: -kv[1])[:10]
-        per_job = ", ".join(f"{k} {v / args.live_jobs:.2f}" for k, v in top)
-        print(f"live {system}, commands executed per job by name: {per_job}")
+    load1 = os.getloadavg()
+    header += f"; load average {load0[0]:.1f} at start, {load1[0]:.1f} at end"
+    print(report(args, header, lat, drains, live, live_stats, memory))
     print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
 
 
