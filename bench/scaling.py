@@ -13,7 +13,10 @@ hashes; CPU is measured over the drain (resume -> all succeeded), in cores (1.00
 busy the whole time): each redis-server from INFO cpu (used_cpu_sys + used_cpu_user), the
 workers from /proc/PID/stat, the machine from /proc/stat ("others" = machine - Redis - workers:
 whatever else the machine runs; "bench" = this process: enqueuing is done before the drain, so
-it is the completion polls every 20 ms).
+it is the completion polls every 20 ms). "Redis µs/job" = Redis CPU time per job (all shards);
+"1-core ceiling" = jobs/s / CPU of the busiest redis-server: the rate at which it would use a
+whole core, i.e. where one Redis (or one shard) saturates once the workers have the CPU to
+drive it (a machine with 2 shared cores cannot show that directly).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +173,10 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "runs": " / ".join(fmt(r["jobs_per_s"], 0) for r in runs),
         "redis": [median([r["redis"][i] for r in runs]) for i in range(len(runs[0]["redis"]))],
         **{k: median([r[k] for r in runs]) for k in ("workers", "bench", "machine", "others")},
+        # CPU per job, and the rate at which the busiest redis-server would use one full core
+        "redis_us": median([sum(r["redis"]) / r["jobs_per_s"] * 1e6 for r in runs]),
+        "worker_us": median([r["workers"] / r["jobs_per_s"] * 1e6 for r in runs]),
+        "ceiling": median([r["jobs_per_s"] / max(r["redis"]) if max(r["redis"]) > 0 else nan for r in runs]),
     }
 
 
@@ -182,7 +190,8 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 repeat, 10,000 jobs, 1/2/4 workers")
     args = ap.parse_args()
     if args.quick:
-        args.repeat, args.jobs, args.workers = 1, 10_000, [1, 2, 4]
+        args.repeat, args.jobs = 1, 10_000
+        args.workers = [1, 2, 4] if args.workers == [1, 2, 4, 8] else args.workers
     started, load0 = time.monotonic(), os.getloadavg()
     curve: dict[int, list[dict[str, Any]]] = {}
     shards: dict[int, list[dict[str, Any]]] = {}
@@ -219,7 +228,8 @@ async def main() -> None:
         s = summary(runs)
         rows.append(
             [k, fmt(s["jobs_per_s"], 0), fmt(s["jobs_per_s"] / k, 0), s["runs"], fmt(s["redis"][0]),
-             fmt(s["workers"]), fmt(s["bench"]), fmt(s["others"]), fmt(s["machine"])]
+             fmt(s["workers"]), fmt(s["bench"]), fmt(s["others"]), fmt(s["machine"]),
+             fmt(s["redis_us"], 1), fmt(s["worker_us"], 1), fmt(s["ceiling"], 0)]
         )  # fmt: skip
     heads = [
         "workers",
@@ -231,7 +241,13 @@ async def main() -> None:
         "bench CPU",
         "others CPU",
     ]
-    print(table([*heads, f"machine CPU (of {os.cpu_count()})"], rows))
+    heads += [
+        f"machine CPU (of {os.cpu_count()})",
+        "Redis µs/job",
+        "worker µs/job",
+        "Redis 1-core ceiling jobs/s",
+    ]
+    print(table(heads, rows))
     if shards:
         print()
         print(
@@ -243,10 +259,12 @@ async def main() -> None:
             s = summary(runs)
             rows.append(
                 [n, fmt(s["jobs_per_s"], 0), s["runs"], " / ".join(fmt(c) for c in s["redis"]),
-                 fmt(sum(s["redis"])), fmt(s["workers"]), fmt(s["bench"]), fmt(s["others"]), fmt(s["machine"])]
+                 fmt(sum(s["redis"])), fmt(s["workers"]), fmt(s["bench"]), fmt(s["others"]), fmt(s["machine"]),
+                 fmt(s["redis_us"], 1), fmt(s["ceiling"], 0)]
             )  # fmt: skip
         heads = ["shards", "jobs/s", "runs", "Redis CPU per shard", "Redis CPU total", "workers CPU"]
-        print(table([*heads, "bench CPU", "others CPU", f"machine CPU (of {os.cpu_count()})"], rows))
+        heads += ["bench CPU", "others CPU", f"machine CPU (of {os.cpu_count()})", "Redis µs/job"]
+        print(table([*heads, "busiest shard 1-core ceiling jobs/s"], rows))
     print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
 
 
