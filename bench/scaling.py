@@ -6,17 +6,18 @@ redis-server (1, 2, 4, 8 processes, concurrency 100 each, one queue) and on a Re
     python bench/scaling.py --quick          # 1 repeat, fewer jobs, 1/2/4 workers
     python bench/scaling.py --no-cluster     # the single-redis curve only
 
-Each point: the queues are paused and filled (enqueue_many, 1,000 per call), the workers are
-started and wait until every one is registered, then the queues are resumed and the drain runs
-until every job has succeeded. jobs/s = jobs / (last finished - first started), from the job
-hashes; CPU is measured over the drain (resume -> all succeeded), in cores (1.00 = one core
-busy the whole time): each redis-server from INFO cpu (used_cpu_sys + used_cpu_user), the
-workers from /proc/PID/stat, the machine from /proc/stat ("others" = machine - Redis - workers:
-whatever else the machine runs; "bench" = this process: enqueuing is done before the drain, so
-it is the completion polls every 20 ms). "Redis µs/job" = Redis CPU time per job (all shards);
-"1-core ceiling" = jobs/s / CPU of the busiest redis-server: the rate at which it would use a
-whole core, i.e. where one Redis (or one shard) saturates once the workers have the CPU to
-drive it (a machine with 2 shared cores cannot show that directly).
+Each point starts its workers once, with the queues paused, and waits until every worker is
+registered; then it runs --repeat drains: fill the paused queues (enqueue_many, 1,000 per call),
+resume them, wait until every job has succeeded, delete the job hashes. jobs/s = jobs / (last
+finished - first started), from the job hashes. CPU is measured over the drain (resume -> all
+succeeded), in cores (1.00 = one core busy the whole time): each redis-server from INFO cpu
+(used_cpu_sys + used_cpu_user), the workers from /proc/PID/stat, the machine from /proc/stat;
+"bench" = this process (enqueuing is done before the drain, so it is the completion polls every
+20 ms); "others" = machine - Redis - workers - bench: whatever else the machine runs.
+"Redis µs/job" = Redis CPU time per job (all shards); "1-core ceiling" = jobs/s / CPU of the
+busiest redis-server: the rate at which it would use a whole core, i.e. where one Redis (or one
+shard) saturates once the workers have the CPU to drive it (a machine with 2 shared cores
+cannot show that directly).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from benchlib import (
     table,
 )
 from herder.client import HerderClient, JobRequest
-from herder.keys import QueueKeys
 from herder.settings import HerderSettings
 
 CONCURRENCY = 100
@@ -64,8 +64,7 @@ class Target:
 
 
 def settings(t: Target) -> HerderSettings:
-    extra: dict[str, Any] = {"redis_cluster": True} if t.cluster else {}
-    return HerderSettings(redis_url=t.url, **extra)
+    return HerderSettings(redis_url=t.url, redis_cluster=t.cluster)
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -81,34 +80,85 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(10)
 
 
-def window(t: Target) -> tuple[float, int]:
-    """(last finished - first started) over every succeeded job on every node, and how many."""
+async def fill(client: HerderClient, queues: list[str], share: int) -> dict[str, list[str]]:
+    """Pause the queues and enqueue `share` no-op jobs into each; their ids by queue."""
+    ids: dict[str, list[str]] = {}
+    for q in queues:
+        await client.pause(q)
+        ids[q] = []
+        for start in range(0, share, 1000):
+            reqs = [JobRequest(task="echo", payload={"i": i}) for i in range(start, min(share, start + 1000))]
+            ids[q] += [r.id for r in await client.enqueue_many(q, reqs)]
+    return ids
+
+
+async def window_and_delete(client: HerderClient, ids: dict[str, list[str]]) -> tuple[float, int]:
+    """(last finished - first started) over the succeeded jobs, and how many; then the job
+    hashes are deleted so that the next drain starts from the same memory."""
     first, last, n = float("inf"), 0, 0
-    for r in t.nodes:
-        keys = list(r.scan_iter("herder:*:job:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            pipe = r.pipeline(transaction=False)
-            for k in keys[start : start + 1000]:
-                pipe.hmget(k, "state", "started_at", "finished_at")
-            for state, started, finished in pipe.execute():
+    for q, qids in ids.items():
+        keys = client.keys(q)
+        for start in range(0, len(qids), 1000):
+            chunk = [keys.job(i) for i in qids[start : start + 1000]]
+            async with client.redis.pipeline(transaction=False) as pipe:
+                for k in chunk:
+                    pipe.hmget(k, "state", "started_at", "finished_at")
+                rows = await pipe.execute()
+            for state, started, finished in rows:
                 if state == "succeeded":
                     first, last, n = min(first, int(started)), max(last, int(finished)), n + 1
+            await client.redis.delete(*chunk)
     return (last - first) / 1000 if n else float("nan"), n
 
 
-async def drain_point(t: Target, queues: list[str], per_queue: int, jobs: int, log: Path) -> dict[str, Any]:
+async def drain(
+    t: Target, client: HerderClient, procs: list[subprocess.Popen[bytes]], queues: list[str], jobs: int
+) -> dict[str, Any]:
+    """Fill the paused queues, resume them, and measure until every job has succeeded."""
+    share = jobs // len(queues)
+    stats = [client.keys(q).stats for q in queues]
+
+    async def succeeded() -> int:
+        return sum([int(await client.redis.hget(k, "succeeded") or 0) for k in stats])
+
+    target = await succeeded() + share * len(queues)
+    ids = await fill(client, queues, share)
+    cpu0 = [redis_cpu_seconds(r) for r in t.nodes]
+    w0, m0, t0 = sum(cpu_seconds(p.pid) for p in procs), machine_busy_seconds(), time.monotonic()
+    b0 = cpu_seconds(os.getpid())
+    for q in queues:
+        await client.resume(q)
+    while (done := await succeeded()) < target:
+        if time.monotonic() - t0 > DRAIN_TIMEOUT_S:
+            raise SystemExit(f"drain not done within {DRAIN_TIMEOUT_S:g} s ({done} of {target} jobs)")
+        await asyncio.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    redis_cores = [(redis_cpu_seconds(r) - c) / elapsed for r, c in zip(t.nodes, cpu0, strict=True)]
+    worker_cores = (sum(cpu_seconds(p.pid) for p in procs) - w0) / elapsed
+    machine_cores = (machine_busy_seconds() - m0) / elapsed
+    bench_cores = (cpu_seconds(os.getpid()) - b0) / elapsed
+    seconds, n = await window_and_delete(client, ids)
+    return {
+        "jobs_per_s": n / seconds if seconds > 0 else nan,
+        "redis": redis_cores,
+        "workers": worker_cores,
+        "machine": machine_cores,
+        "bench": bench_cores,
+        "others": machine_cores - sum(redis_cores) - worker_cores - bench_cores,
+    }
+
+
+async def point(
+    t: Target, queues: list[str], per_queue: int, jobs: int, repeat: int, log: Path
+) -> list[dict[str, Any]]:
+    """Start `per_queue` workers per queue, wait until all are registered, then `repeat` drains
+    (start-up is paid once per point: 8 Python workers take a while to start on 2 busy cores)."""
     for r in t.nodes:
         r.flushall()
-    share = jobs // len(queues)
     env = {"HERDER_REDIS_CLUSTER": "true"} if t.cluster else None
     async with HerderClient(settings(t)) as client:
         for q in queues:
             await client.pause(q)
-            for start in range(0, share, 1000):
-                reqs = [
-                    JobRequest(task="echo", payload={"i": i}) for i in range(start, min(share, start + 1000))
-                ]
-                await client.enqueue_many(q, reqs)
         procs = [
             spawn_herder(t.url, q, CONCURRENCY, name=f"{q}-{w}", log=log, extra_env=env)
             for q in queues
@@ -121,37 +171,9 @@ async def drain_point(t: Target, queues: list[str], per_queue: int, jobs: int, l
                     if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                         raise SystemExit(f"workers of {q} did not register (see {log})")
                     await asyncio.sleep(0.1)
-            stats = [QueueKeys(client.settings.key_prefix, q).stats for q in queues]
-            cpu0 = [redis_cpu_seconds(r) for r in t.nodes]
-            w0, m0, t0 = sum(cpu_seconds(p.pid) for p in procs), machine_busy_seconds(), time.monotonic()
-            b0 = cpu_seconds(os.getpid())
-            for q in queues:
-                await client.resume(q)
-            while True:
-                done = 0
-                for k in stats:
-                    done += int(await client.redis.hget(k, "succeeded") or 0)
-                if done >= share * len(queues):
-                    break
-                if time.monotonic() - t0 > DRAIN_TIMEOUT_S:
-                    raise SystemExit(f"drain not done within {DRAIN_TIMEOUT_S:g} s ({done} jobs)")
-                await asyncio.sleep(0.02)
-            elapsed = time.monotonic() - t0
-            redis_cores = [(redis_cpu_seconds(r) - c) / elapsed for r, c in zip(t.nodes, cpu0, strict=True)]
-            worker_cores = (sum(cpu_seconds(p.pid) for p in procs) - w0) / elapsed
-            machine_cores = (machine_busy_seconds() - m0) / elapsed
-            bench_cores = (cpu_seconds(os.getpid()) - b0) / elapsed
+            return [await drain(t, client, procs, queues, jobs) for _ in range(repeat)]
         finally:
             stop_all(procs)
-    seconds, n = window(t)
-    return {
-        "jobs_per_s": n / seconds if seconds > 0 else float("nan"),
-        "redis": redis_cores,
-        "workers": worker_cores,
-        "machine": machine_cores,
-        "bench": bench_cores,
-        "others": machine_cores - sum(redis_cores) - worker_cores - bench_cores,
-    }
 
 
 def spread_queues(count: int) -> list[str]:
@@ -183,7 +205,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--jobs", type=int, default=30_000, help="jobs per drain (split over the queues)")
+    ap.add_argument("--jobs", type=int, default=20_000, help="jobs per drain (split over the queues)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 3])
     ap.add_argument("--no-cluster", action="store_true")
@@ -195,23 +217,20 @@ async def main() -> None:
     started, load0 = time.monotonic(), os.getloadavg()
     curve: dict[int, list[dict[str, Any]]] = {}
     shards: dict[int, list[dict[str, Any]]] = {}
+    queues = spread_queues(max(args.shards))  # the same queues on every cluster
     with tempfile.TemporaryDirectory(prefix="herder-bench-") as tmpdir:
         log = Path(tmpdir) / "workers.log"
         with RedisServer() as server:
             version = server.version()
             t = Target(server.url, [server.sync()], cluster=False)
-            for rep in range(args.repeat):
-                for k in args.workers:
-                    progress(f"single redis: {k} workers, run {rep + 1}")
-                    curve.setdefault(k, []).append(await drain_point(t, ["bench"], k, args.jobs, log))
-        if not args.no_cluster:
-            queues = spread_queues(max(args.shards))  # the same queues on every cluster
-            for rep in range(args.repeat):
-                for n in args.shards:
-                    with RedisClusterServer(n) as cl:
-                        progress(f"cluster: {n} shards, {len(queues)} queues, run {rep + 1}")
-                        t = Target(cl.url, cl.clients(), cluster=True)
-                        shards.setdefault(n, []).append(await drain_point(t, queues, 1, args.jobs, log))
+            for k in args.workers:
+                progress(f"single redis: {k} workers, {args.repeat} drains")
+                curve[k] = await point(t, ["bench"], k, args.jobs, args.repeat, log)
+        for n in [] if args.no_cluster else args.shards:
+            with RedisClusterServer(n) as cl:
+                progress(f"cluster: {n} shards, {len(queues)} queues, {args.repeat} drains")
+                t = Target(cl.url, cl.clients(), cluster=True)
+                shards[n] = await point(t, queues, 1, args.jobs, args.repeat, log)
     load1 = os.getloadavg()
 
     print(
