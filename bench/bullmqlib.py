@@ -91,8 +91,9 @@ class BullMQ:
     def completed_key(self) -> str:
         return f"bull:{self.queue}:completed"
 
-    def window(self, r: Any) -> tuple[float, int]:
-        """(last finishedOn - first processedOn) in seconds over the completed jobs, and how many."""
+    def window(self, r: Any) -> tuple[float, float, int]:
+        """(first processedOn, last finishedOn) as epoch seconds over the completed jobs, and
+        how many."""
         ids = [str(i) for i in r.zrange(self.completed_key(), 0, -1)]
         rows: list[Any] = []
         for start in range(0, len(ids), 1000):
@@ -102,5 +103,5 @@ class BullMQ:
             rows += pipe.execute()
         done = [(int(a), int(b)) for a, b in rows if a and b]
         if not done:
-            return 0.0, 0
-        return (max(b for _, b in done) - min(a for a, _ in done)) / 1000, len(done)
+            return 0.0, 0.0, 0
+        return min(a for a, _ in done) / 1000, max(b for _, b in done) / 1000, len(done)

@@ -13,7 +13,9 @@ redis-server, in one run (every ratio comes from the same run).
     `Worker(max_jobs=N, burst=True)` with default settings running a no-op coroutine; BullMQ: one
     `Worker` with `{concurrency: N}`, otherwise default, an async processor returning `job.data.i`).
     jobs/s = jobs / (last job finished - first job started), from the start/finish times each
-    system stores per job; "wall" also counts process start-up (spawn -> exit).
+    system stores per job; "wall" also counts process start-up (spawn -> exit). CPU per job:
+    the worker process's CPU time from the first job's start (sampled from /proc every 20 ms, so
+    start-up is excluded) and the redis-server's (INFO cpu, spawn -> exit), over the jobs run.
 (c) Redis work per job, enqueue to success (see docs/benchmarks.md for what is counted):
     "backlog": every job enqueued singly, then the drain of (b) at concurrency 100;
     "live": the worker runs idle first, then jobs are enqueued one at a time while it runs.
@@ -46,10 +48,12 @@ from benchlib import (
     Counters,
     RedisServer,
     command_stats,
+    cpu_seconds,
     install_counters,
     machine,
     progress,
     read_counts,
+    redis_cpu_seconds,
     spawn_arq,
     spawn_herder,
     stop,
@@ -72,16 +76,34 @@ async def gather_limited(n: int, make: Callable[[int], Awaitable[Any]], limit: i
         await asyncio.gather(*(make(i) for i in range(start, min(n, start + limit))))
 
 
-def run_until_exit(proc: subprocess.Popen[bytes], what: str, cap: float) -> bool:
-    """Wait for a burst worker to exit; after `cap` seconds stop it (SIGTERM). True if capped."""
-    try:
-        proc.wait(cap)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        return True
+def run_until_exit(
+    proc: subprocess.Popen[bytes], what: str, cap: float
+) -> tuple[bool, list[tuple[float, float]]]:
+    """Wait for a burst worker to exit; after `cap` seconds stop it (SIGTERM). Returns whether
+    it was capped, and (wall-clock time, its CPU seconds) sampled every 20 ms meanwhile, so that
+    its CPU over the drain can be told from its start-up (Python imports, Node boot)."""
+    deadline = time.monotonic() + cap
+    samples: list[tuple[float, float]] = []
+    while True:
+        try:  # read before poll(): a zombie's /proc entry still holds its final CPU time
+            samples.append((time.time(), cpu_seconds(proc.pid)))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        if proc.poll() is not None:
+            break
+        if time.monotonic() > deadline:
+            stop(proc)
+            return True, samples
+        time.sleep(0.02)
     if proc.returncode != 0:
         raise SystemExit(f"{what} exited with {proc.returncode}")
-    return False
+    return False, samples
+
+
+def cpu_since(samples: list[tuple[float, float]], start: float) -> float:
+    """CPU seconds the sampled process used from `start` (wall clock) until its last sample."""
+    before = [cpu for t, cpu in samples if t <= start]
+    return samples[-1][1] - (before[-1] if before else samples[0][1])
 
 
 def sync(url: str) -> Any:
@@ -89,8 +111,9 @@ def sync(url: str) -> Any:
     return redis.Redis.from_url(url, decode_responses=True)
 
 
-async def herder_window(client: HerderClient) -> tuple[float, int]:
-    """(last finished - first started) in seconds over the queue's succeeded jobs, and how many."""
+async def herder_window(client: HerderClient) -> tuple[float, float, int]:
+    """(first started, last finished) as epoch seconds over the queue's succeeded jobs, and how
+    many."""
     keys = client.keys(QUEUE)
     ids = [k.rsplit(":", 1)[1] async for k in client.redis.scan_iter(f"{keys.base}:job:*", count=1000)]
     async with client.redis.pipeline(transaction=False) as pipe:
@@ -98,21 +121,18 @@ async def herder_window(client: HerderClient) -> tuple[float, int]:
             pipe.hmget(keys.job(i), "state", "started_at", "finished_at")
         rows = await pipe.execute()
     done = [r for r in rows if r[0] == "succeeded"]
-    first = min(int(r[1]) for r in done)
-    last = max(int(r[2]) for r in done)
-    return (last - first) / 1000, len(done)
+    return min(int(r[1]) for r in done) / 1000, max(int(r[2]) for r in done) / 1000, len(done)
 
 
-async def arq_window(pool: ArqRedis) -> tuple[float, int]:
+async def arq_window(pool: ArqRedis) -> tuple[float, float, int]:
     keys = [k async for k in pool.scan_iter("arq:result:*", count=1000)]
     values = []
     for start in range(0, len(keys), 1000):
         values += await pool.mget(keys[start : start + 1000])
     results = [deserialize_result(v) for v in values if v is not None]
     ok = [r for r in results if r.success]
-    first = min(r.start_time for r in ok)
-    last = max(r.finish_time for r in ok)
-    return (last - first).total_seconds(), len(ok)
+    first = min(r.start_time for r in ok).timestamp()
+    return first, max(r.finish_time for r in ok).timestamp(), len(ok)
 
 
 # ---- (a) enqueue latency ------------------------------------------------------------------
@@ -177,12 +197,12 @@ async def drain_run(
             await gather_limited(jobs, lambda i: client.enqueue(QUEUE, "echo", {"i": i}))
             enq = {k: v - before[k] for k, v in Counters.snapshot().items()}
             filled = sum(command_stats(admin).values())
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), redis_cpu_seconds(admin)
             proc = spawn_herder(url, QUEUE, concurrency, burst=True, count_file=count_file, log=log)
-            stopped = run_until_exit(proc, "herder worker", cap)
-            wall = time.monotonic() - t0
+            stopped, samples = run_until_exit(proc, "herder worker", cap)
+            wall, cpu1 = time.monotonic() - t0, redis_cpu_seconds(admin)
             stats = command_stats(admin)
-            window, n = await herder_window(client)
+            first, last, n = await herder_window(client)
     elif system == "arq":
         pool = await create_pool(RedisSettings.from_dsn(url))
         try:
@@ -191,34 +211,36 @@ async def drain_run(
             await gather_limited(jobs, lambda i: pool.enqueue_job("noop", i=i))
             enq = {k: v - before[k] for k, v in Counters.snapshot().items()}
             filled = sum(command_stats(admin).values())
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), redis_cpu_seconds(admin)
             proc = spawn_arq(url, ARQ_QUEUE, concurrency, burst=True, count_file=count_file, log=log)
-            stopped = run_until_exit(proc, "arq worker", cap)
-            wall = time.monotonic() - t0
+            stopped, samples = run_until_exit(proc, "arq worker", cap)
+            wall, cpu1 = time.monotonic() - t0, redis_cpu_seconds(admin)
             stats = command_stats(admin)
-            window, n = await arq_window(pool)
+            first, last, n = await arq_window(pool)
         finally:
             await pool.aclose()
     else:
         admin.config_resetstat()
         enq = bq.add(jobs, parallel=50)["counts"]  # 50 adds in flight, like gather_limited
         filled = sum(command_stats(admin).values())
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), redis_cpu_seconds(admin)
         proc = bq.spawn_worker(concurrency, expect=jobs, count_file=count_file, log=log)
-        stopped = run_until_exit(proc, "bullmq worker", cap)
-        wall = time.monotonic() - t0
+        stopped, samples = run_until_exit(proc, "bullmq worker", cap)
+        wall, cpu1 = time.monotonic() - t0, redis_cpu_seconds(admin)
         stats = command_stats(admin)
-        window, n = bq.window(admin)
+        first, last, n = bq.window(admin)
     admin.flushall()
     worker = read_counts(count_file)
     capped = stopped and n < jobs
     # Per job: the enqueue side over every job enqueued, the worker side over the jobs it ran
     # (they differ only in a capped run, where the jobs in flight when it stopped add a little).
     return {
-        "jobs_per_s": n / window if window > 0 else float("nan"),
+        "jobs_per_s": n / (last - first) if last > first else float("nan"),
         "done": n,
         "capped": float(capped),
         "wall_s": wall,
+        "worker_us": cpu_since(samples, first) / n * 1e6,
+        "redis_us": (cpu1 - cpu0) / n * 1e6,
         "server_cmds": filled / jobs + (sum(stats.values()) - filled) / n,
         "client_cmds": enq["commands"] / jobs + worker["commands"] / n,
         "round_trips": enq["round_trips"] / jobs + worker["round_trips"] / n,

@@ -68,6 +68,15 @@ def report(
     out.append(table(heads, rows))
     out += [f"  note: {n} (jobs/s measured over the jobs it finished)" for n in notes]
     out.append("")
+    out.append(
+        "(b) CPU per job in those drains, µs (median): the worker process from its first job's start"
+        " (start-up excluded) / the redis-server"
+    )
+    rows = [
+        [c, *(f"{fmt(m(s, c, 'worker_us'), 0)} / {fmt(m(s, c, 'redis_us'), 0)}" for s in systems)]
+        for c in args.concurrency
+    ]
+    out += [table(["concurrency", *(NAMES[s] for s in systems)], rows), ""]
 
     cmax = max(args.concurrency)
     out.append("(c) Redis work per job, enqueue -> success (per job; see docs/benchmarks.md)")
