@@ -152,6 +152,8 @@ async def test_worker_max_attempts_applies_when_the_job_carries_none(settings: H
     async with HerderClient(settings, producer_tasks) as c:
         res = await c.enqueue("default", "flaky")
         assert await c.redis.hget(c.keys("default").job(res.id), "max_attempts") == ""
+        # Unknown until claimed: no guessed number (it used to read 1, then the worker's 5).
+        assert (await c.get_job(res.id, "default")).max_attempts is None
         w = HerderWorker("default", worker_tasks, settings, handle_signals=False, burst=True)
         await asyncio.wait_for(w.main(), 60)
         await w.close()

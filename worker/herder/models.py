@@ -54,7 +54,9 @@ class Job(BaseModel):
     state: JobState
     priority: int = 0
     attempts: int = 0
-    max_attempts: int = 3
+    # None until a worker claims it: a producer that does not know the task leaves the limit to
+    # the claiming worker's task (claim.lua stamps it), so no number shown before is a guess.
+    max_attempts: int | None = None
     backoff: Backoff = Field(default_factory=Backoff)
     timeout: float | None = None
     parents: list[str] = Field(default_factory=list)
@@ -116,7 +118,7 @@ class Job(BaseModel):
             state=JobState(raw["state"]),
             priority=int(raw.get("priority") or 0),
             attempts=int(raw.get("attempts") or 0),
-            max_attempts=int(raw.get("max_attempts") or 1),
+            max_attempts=int(raw["max_attempts"]) if raw.get("max_attempts") else None,
             backoff=Backoff(**js("backoff", {})),
             timeout=float(raw["timeout"]) if raw.get("timeout") else None,
             parents=js("parents", []),

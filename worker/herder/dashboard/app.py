@@ -461,7 +461,7 @@ def _job_view(raw: dict[str, str], queue: str) -> dict[str, Any]:
         "state": raw.get("state", ""),
         "priority": raw.get("priority"),
         "attempts": raw.get("attempts"),
-        "max_attempts": raw.get("max_attempts"),
+        "max_attempts": raw.get("max_attempts") or None,
         "timeout": raw.get("timeout") or None,
         "parents": bounded_json(raw.get("parents"), 65_536) or [],
         "run_regardless": raw.get("run_regardless") == "1",

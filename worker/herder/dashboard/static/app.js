@@ -37,6 +37,8 @@
   const fill = (node, ...kids) => node.replaceChildren(...kids.filter(k => k !== null && k !== undefined));
   const enc = encodeURIComponent;
   const fmtTime = t => (t ? new Date(t * 1000).toLocaleString() : "");
+  // A job not claimed yet may carry no limit of its own: the claiming worker's task sets it.
+  const attemptsText = j => `${j.attempts ?? 0}/${j.max_attempts || "–"}`;
   // Attempt times are seconds (written by the worker) or milliseconds (written by Lua).
   const sec = t => (typeof t === "number" && t > 1e11 ? t / 1000 : t);
   const ago = t => (t ? Math.max(0, (Date.now() / 1000 - t)).toFixed(1) + " s ago" : "");
@@ -202,7 +204,7 @@
           return el("tr", { "data-job": j.id }, el("td", {}, box),
             el("td", {}, el("a", { href: `#/job/${enc(queue)}/${enc(j.id)}`, text: j.id })),
             el("td", { text: j.task }), el("td", { class: "st-" + j.state, text: j.state }),
-            el("td", { class: "num", text: `${j.attempts}/${j.max_attempts}` }), el("td", { text: j.worker || "" }),
+            el("td", { class: "num", text: attemptsText(j) }), el("td", { text: j.worker || "" }),
             el("td", { text: fmtTime(j.enqueued_at) }), el("td", { text: fmtTime(j.finished_at) }),
             el("td", { class: "reason", text: j.dead_reason || "" }));
         }));
@@ -381,7 +383,7 @@
     const liveEl = el("span", { class: "live", id: "live" });
     const kv = (pairs) => el("dl", { class: "kv" }, ...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v === null || v === undefined ? "" : String(v) })]));
     const facts = el("div");
-    const renderFacts = () => facts.replaceChildren(kv([["queue", queue], ["task", j.task], ["attempts", `${j.attempts}/${j.max_attempts}`], ["priority", j.priority], ["worker", j.worker], ["enqueued", fmtTime(j.enqueued_at)], ["run at", fmtTime(j.run_at)], ["started", fmtTime(j.started_at)], ["finished", fmtTime(j.finished_at)], ["timeout", j.timeout], ["labels", JSON.stringify(j.labels)], ["capabilities", j.capabilities.join(", ")], ["dead reason", j.dead_reason], ["cancel requested", j.cancel_requested ? "yes" : ""]]));
+    const renderFacts = () => facts.replaceChildren(kv([["queue", queue], ["task", j.task], ["attempts", attemptsText(j)], ["priority", j.priority], ["worker", j.worker], ["enqueued", fmtTime(j.enqueued_at)], ["run at", fmtTime(j.run_at)], ["started", fmtTime(j.started_at)], ["finished", fmtTime(j.finished_at)], ["timeout", j.timeout], ["labels", JSON.stringify(j.labels)], ["capabilities", j.capabilities.join(", ")], ["dead reason", j.dead_reason], ["cancel requested", j.cancel_requested ? "yes" : ""]]));
     renderFacts();
     const timeline = el("ol", { class: "timeline", id: "attempts" });
     const renderAttempts = () => {
