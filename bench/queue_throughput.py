@@ -401,6 +401,12 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=10_000, help="jobs per drain run")
     ap.add_argument("--live-jobs", type=int, default=10_000, help="jobs for the live count run")
     ap.add_argument("--memory-jobs", type=int, default=10_000, help="queued jobs for the memory run")
+    ap.add_argument(
+        "--memory-repeat",
+        type=int,
+        default=1,
+        help="memory runs (bytes per job varied by <= 3%% between runs here)",
+    )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[10, 100])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
@@ -439,7 +445,7 @@ async def main() -> None:
                     drains.setdefault((system, c), []).append(
                         await drain_run(url, bq, system, args.jobs, c, tmp, args.cap)
                     )
-            for system in SYSTEMS:
+            for system in SYSTEMS if rep < args.memory_repeat else ():
                 progress(f"(d) memory {system} run {rep + 1}")
                 memory[system].append(await memory_run(url, bq, system, args.memory_jobs))
 

@@ -99,7 +99,7 @@ def report(
 
     out.append(
         f"(d) Redis memory per queued job: {args.memory_jobs} jobs queued, payload {{i}}, "
-        f"no worker; median of {args.repeat} runs"
+        f"no worker; median of {len(memory['herder'])} run(s)"
     )
     rows = []
     for system in systems:
