@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.cluster import PRIMARY
 from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     RedisClusterException,
+    RedisError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -165,6 +168,50 @@ class HerderRedisCluster(RedisCluster):
             raise
 
 
+# How often a Sentinel-backed client in use asks the sentinels again who the master is.
+MASTER_CHECK_S = 1.0
+
+
+class FollowingSentinelPool(SentinelConnectionPool):
+    """redis-py asks the sentinels for the master only when it opens a connection and keeps
+    using open ones. After a failover that leaves the old master up (SENTINEL FAILOVER, a
+    partition) a busy client so wrote to the old master until the sentinels demoted it, about
+    10 s later, and every such write was lost. This pool asks again at most every
+    MASTER_CHECK_S while in use, in the background (sentinels that hang delay no command), and
+    reconnects a connection that is not to the current master."""
+
+    _next_check = 0.0
+    _check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check and (self._check is None or self._check.done()):
+            self._next_check = now + MASTER_CHECK_S
+            self._check = asyncio.create_task(self._recheck_master())
+        conn = await super().get_connection(command_name, *keys, **options)
+        if self.master_address is not None and (conn.host, conn.port) != tuple(self.master_address):
+            try:  # it was in use when the master changed: still to the old one
+                await conn.disconnect()
+                await conn.connect()
+            except BaseException:
+                await self.release(conn)
+                raise
+        return conn
+
+    async def _recheck_master(self) -> None:
+        # No sentinel answers: keep the connections we have (the master may be fine).
+        with contextlib.suppress(RedisError, OSError):
+            await self.get_master_address()  # type: ignore[no-untyped-call]  # drops idle ones if moved
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        check = self._check
+        if check is not None and check is not asyncio.current_task():  # closing: stop asking
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+        await super().disconnect(inuse_connections)
+
+
 def is_cluster(redis: Any) -> bool:
     """True for redis-py's async cluster client (what `redis_client` builds with redis_cluster)."""
     return isinstance(redis, RedisCluster)
@@ -224,7 +271,12 @@ def redis_client(settings: HerderSettings) -> Any:
         timeouts = {"socket_connect_timeout": settings.redis_connect_timeout}
         timeouts["socket_timeout"] = settings.redis_connect_timeout
         sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-        master: ArqRedis = sentinel.master_for(settings.redis_sentinel_master, redis_class=ArqRedis, **kwargs)
+        master: ArqRedis = sentinel.master_for(
+            settings.redis_sentinel_master,
+            redis_class=ArqRedis,
+            connection_pool_class=FollowingSentinelPool,
+            **kwargs,
+        )
         return master
     client: ArqRedis = ArqRedis.from_url(url, **kwargs)
     return client
