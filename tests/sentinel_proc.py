@@ -68,10 +68,18 @@ class SentinelProc:
 class SentinelGroup:
     """`nodes[0]` is the first master; after a failover `master_port()` names the promoted one."""
 
-    def __init__(self, directory: Path, replicas: int = 2, sentinels: int = 3, quorum: int = 2) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        replicas: int = 2,
+        sentinels: int = 3,
+        quorum: int = 2,
+        extra: list[str] | None = None,
+    ) -> None:
+        """`extra`: more redis-server arguments for every node (e.g. min-replicas-to-write)."""
         self.dir = directory
         # Diskless sync with no delay: a (re)joining replica syncs at once (7.0 waits 5 s).
-        sync = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+        sync = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0", *(extra or [])]
         self.nodes = [RedisProc(directory / "node0", appendonly=True, extra=sync)]
         master_port = self.nodes[0].port
         for i in range(1, replicas + 1):
