@@ -7,8 +7,8 @@ every acknowledged job.
     python bench/sentinel_failover.py --runs 3
 
 Columns: `failover` = kill -> a majority of sentinels names a new master (polled every 20 ms);
-`first ack` = kill -> the producer's first acknowledged enqueue; `first done` = kill -> the first
-job enqueued after the kill finished (its finished_at, Redis' clock); `lost` = acknowledged but
+`first ack` = kill -> the producer's first acknowledged enqueue; `first done` = kill -> the earliest
+finish (finished_at, Redis' clock) of a job enqueued after the kill, as the surviving master has it; `lost` = acknowledged but
 absent on the new master (asynchronous replication); `dead` = in the DLQ; `lease exp.` and
 `stale` = the queue's lease_expired and stale_finish counters.
 """
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "apps"))
 
+import redis
 from chaos_app import tasks
 from redis.exceptions import RedisError
 
@@ -92,6 +93,8 @@ async def one_run(args: argparse.Namespace, n: int) -> list[str]:
                 old = group.nodes[0].port
                 killed = time.time()
                 if args.graceful:  # the old master stays up; the sentinels demote it later
+                    if args.pause_ms:  # writes held on the old master until it is demoted
+                        redis.Redis(port=old).execute_command("CLIENT", "PAUSE", args.pause_ms, "WRITE")
                     group.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
                 else:
                     group.nodes[0].kill()
@@ -101,11 +104,7 @@ async def one_run(args: argparse.Namespace, n: int) -> list[str]:
                 new = await asyncio.to_thread(group.wait_failover, old, 120)
                 failover_s = time.time() - killed
                 after = await poll(lambda: asyncio.sleep(0, [a for a in acked if a[1] > killed]), bool, 0.01)
-                first_id, first_t = after[0]
-                job = await poll(
-                    lambda: c.get_job(first_id, "default"), lambda j: j.state == "succeeded", 0.02
-                )
-                first_done_s = (job.finished_at or 0) - killed
+                first_t = after[0][1]
                 await asyncio.sleep(args.after)
                 stop.set()
                 await producer
@@ -115,14 +114,18 @@ async def one_run(args: argparse.Namespace, n: int) -> list[str]:
                     0.5,
                 )
                 lost = dead = other = 0
-                for jid, _ in acked:
+                first_done = float("inf")
+                for jid, t in acked:
                     try:
-                        state = (await c.get_job(jid, "default")).state
+                        job = await c.get_job(jid, "default")
                     except NotFound:
                         lost += 1
                         continue
-                    dead += state == "dead"
-                    other += state not in ("dead", "succeeded")
+                    dead += job.state == "dead"
+                    other += job.state not in ("dead", "succeeded")
+                    if t > killed and job.state == "succeeded" and job.finished_at:
+                        first_done = min(first_done, job.finished_at)
+                first_done_s = first_done - killed
                 progress(f"run {n}: new master {new}; {other} jobs in another state")
                 return [
                     str(n),
@@ -152,11 +155,16 @@ async def main() -> None:
     ap.add_argument(
         "--graceful", action="store_true", help="SENTINEL FAILOVER instead of SIGKILL (the master stays up)"
     )
+    ap.add_argument(
+        "--pause-ms", type=int, default=0, help="with --graceful: CLIENT PAUSE <ms> WRITE on the master first"
+    )
     ap.add_argument("--min-replicas", type=int, default=0, help="min-replicas-to-write on every node")
     ap.add_argument("--after", type=float, default=5.0, help="seconds of load after the first job done")
     args = ap.parse_args()
     rows = [await one_run(args, n) for n in range(1, args.runs + 1)]
     how = "SENTINEL FAILOVER" if args.graceful else "master SIGKILL"
+    if args.graceful and args.pause_ms:
+        how += f" after CLIENT PAUSE {args.pause_ms} WRITE"
     if args.min_replicas:
         how += f", min-replicas-to-write {args.min_replicas}"
     print(
