@@ -40,6 +40,19 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
+def settings(request: pytest.FixtureRequest) -> HerderSettings:
+    """One redis-server; tests parametrized with `settings` = "cluster" (indirect) read the shared
+    Redis Cluster through HERDER_REDIS_CLUSTER's client instead."""
+    if getattr(request, "param", "single") == "cluster":
+        return request.getfixturevalue("cluster_settings")  # type: ignore[no-any-return]
+    server: RedisProc = request.getfixturevalue("redis_server")
+    return HerderSettings(redis_url=server.url, lease_seconds=2.0)
+
+
+BOTH = pytest.mark.parametrize("settings", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture
 def collector_for() -> Iterator[list[QueueCollector]]:
     made: list[QueueCollector] = []
     yield made
@@ -55,6 +68,7 @@ def registry_with(made: list[QueueCollector], *args: object, **kw: object) -> Co
     return reg
 
 
+@BOTH
 async def test_depth_paused_and_events(
     settings: HerderSettings, client: HerderClient, collector_for: list[QueueCollector]
 ) -> None:
@@ -91,6 +105,7 @@ async def test_depth_paused_and_events(
     assert not any(dict(labels).get("queue") == "alpha" for _, labels in s2)
 
 
+@BOTH
 async def test_workers_capacity_and_outcomes(
     settings: HerderSettings, client: HerderClient, collector_for: list[QueueCollector]
 ) -> None:

@@ -97,7 +97,7 @@ def _fix_cluster_nodes() -> None:
 
 
 class HerderRedisCluster(RedisCluster):
-    """redis-py's async cluster client with three fixes that a master failover needs (each found
+    """redis-py's async cluster client with four fixes that a master failover needs (each found
     by tests/test_cluster_failover.py; redis-py 5.3):
 
     - (Re)initializing reads the slot map, then runs COMMAND on the map's first master. While a
@@ -109,8 +109,24 @@ class HerderRedisCluster(RedisCluster):
       extra round trip per read-only script call, and a connection error there never refreshed
       the slot map, so once that node died every later call failed. Here EVAL_RO/EVALSHA_RO route
       by their declared keys like EVAL/EVALSHA.
+    - Every connection error removes the node from the startup nodes the client re-reads the
+      slot map from; during a failover the in-flight commands of other tasks fail too (the
+      reinitialize disconnects them), so healthy nodes are removed as well, until none is left
+      and the client can never connect again. Here each reinitialize starts from the URL's node
+      plus every node of the last slot map read.
     - No reachable startup node raised RedisClusterException, not a connection error; callers
       now see the outage they can wait out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._url_seeds = {n.name: (n.host, n.port) for n in self.nodes_manager.startup_nodes.values()}
+        self._seeds = dict(self._url_seeds)
+
+    def _reseed(self) -> None:
+        manager = self.nodes_manager
+        for name, (host, port) in self._seeds.items():
+            if name not in manager.startup_nodes:
+                manager.startup_nodes[name] = ClusterNode(host, port, **manager.connection_kwargs)
 
     async def initialize(self) -> HerderRedisCluster:
         if not self._initialize:
@@ -121,16 +137,19 @@ class HerderRedisCluster(RedisCluster):
             if not self._initialize:
                 return self
             try:
+                self._reseed()
                 await self.nodes_manager.initialize()
+                self._seeds = {
+                    **self._url_seeds,
+                    **{n.name: (n.host, n.port) for n in self.nodes_manager.nodes_cache.values()},
+                }
                 await self._parser_on_a_live_master()
                 self._initialize = False
             except BaseException as exc:
                 await self.nodes_manager.aclose()
                 await self.nodes_manager.aclose("startup_nodes")
-                if isinstance(exc, RedisClusterException) and isinstance(
-                    exc.__cause__, RedisConnectionError | RedisTimeoutError | OSError
-                ):  # "cannot be connected": no startup node answered
-                    raise RedisConnectionError(str(exc)) from exc
+                if isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc):
+                    raise RedisConnectionError(str(exc)) from exc  # no startup node answered
                 raise
         return self
 
@@ -210,6 +229,15 @@ class FollowingSentinelPool(SentinelConnectionPool):
             with contextlib.suppress(asyncio.CancelledError):
                 await check
         await super().disconnect(inuse_connections)
+
+
+async def at_key_node(redis: Any, key: str) -> dict[str, Any]:
+    """Keyword arguments that send a keyless command (TIME, CONFIG GET) to the master serving
+    `key` on a cluster (it would go to any node otherwise); none on one Redis."""
+    if not is_cluster(redis):
+        return {}
+    await redis.initialize()  # the slot map, which get_node_from_key reads
+    return {"target_nodes": redis.get_node_from_key(key)}
 
 
 def is_cluster(redis: Any) -> bool:

@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from herder.connection import at_key_node, is_cluster
 from herder.keys import QueueKeys
 
 COLUMNS = (
@@ -101,10 +102,14 @@ def series(samples: dict[int, str], until_minute: int, minutes: int) -> dict[str
 
 async def read(redis: Any, keys: QueueKeys, minutes: int) -> dict[str, list[float | None]]:
     """The last `minutes` minutes of a queue (bounded by the caller), by Redis' clock."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.hgetall(keys.trend)
-        (sec, _), raw = await pipe.execute()
+    if is_cluster(redis):  # a cluster pipeline refuses TIME: ask the queue's master apart
+        sec, _ = await redis.time(**await at_key_node(redis, keys.trend))
+        raw = await redis.hgetall(keys.trend)
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hgetall(keys.trend)
+            (sec, _), raw = await pipe.execute()
     samples: dict[int, str] = {}
     for k, v in raw.items():
         try:

@@ -12,6 +12,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from herder.connection import is_cluster
+
 
 class Durability(StrEnum):
     ack = "ack"  # answer once Redis has the job in memory (the default: lowest latency)
@@ -23,6 +25,7 @@ class ServerFacts:
     version: tuple[int, int]
     aof_enabled: bool
     appendfsync: str | None  # None when CONFIG GET is not allowed to this ACL user
+    cluster: bool = False  # Redis Cluster through redis-py's cluster client
 
     @property
     def has_waitaof(self) -> bool:
@@ -41,6 +44,18 @@ class CannotConfirm(Exception):
 
 
 def plan(facts: ServerFacts, mode: Durability, replicas: int, timeout_ms: int) -> Plan:
+    p = _plan(facts, mode, replicas, timeout_ms)
+    if p.command is not None and facts.cluster:
+        # WAIT/WAITAOF count the writes of the connection they run on; redis-py's cluster client
+        # gives no way to keep one connection to the queue's master for the write and the wait.
+        raise CannotConfirm(
+            f"{p.command[0]} (replicas={replicas}) is not available on Redis Cluster "
+            "(HERDER_REDIS_CLUSTER): submit without replicas; see docs/runtime.md for the loss window"
+        )
+    return p
+
+
+def _plan(facts: ServerFacts, mode: Durability, replicas: int, timeout_ms: int) -> Plan:
     if mode is Durability.ack:
         if replicas == 0:
             return Plan(None, False, 0)
@@ -89,4 +104,5 @@ async def server_facts(redis: Any) -> ServerFacts:
         version=parse_version(str(info.get("redis_version", "0.0"))),
         aof_enabled=str(persistence.get("aof_enabled", "0")) == "1",
         appendfsync=fsync,
+        cluster=is_cluster(redis),
     )

@@ -12,7 +12,7 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herder import metrics
-from herder.connection import CLUSTER_OUTAGE_ERRORS, is_cluster
+from herder.connection import CLUSTER_OUTAGE_ERRORS, at_key_node, is_cluster
 from herder.logs import get_logger
 from herder.worker.state import WorkerState
 
@@ -45,10 +45,7 @@ LOOP_BLOCK_THRESHOLD_S = 1.0
 class HealthMixin(WorkerState):
     async def _check_persistence(self) -> None:
         try:
-            at = {}
-            if is_cluster(self.redis):  # the master serving this queue (CONFIG goes to any node)
-                await self.redis.initialize()  # the slot map, which get_node_from_key reads
-                at = {"target_nodes": self.redis.get_node_from_key(self.keyspace.ready)}
+            at = await at_key_node(self.redis, self.keyspace.ready)  # on a cluster: this queue's master
             cfg = await self.redis.config_get("appendonly", **at)
             cfg.update(await self.redis.config_get("save", **at))
         except OUTAGE_ERRORS:
