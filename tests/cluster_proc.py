@@ -69,10 +69,17 @@ class RedisClusterProc:
     replica is promoted; with "no" the other masters keep serving their slots meanwhile."""
 
     def __init__(
-        self, directory: Path, masters: int = 3, replicas: int = 0, *, full_coverage: bool = True
+        self,
+        directory: Path,
+        masters: int = 3,
+        replicas: int = 0,
+        *,
+        full_coverage: bool = True,
+        node_timeout_ms: int = NODE_TIMEOUT_MS,
     ) -> None:
         n = masters * (1 + replicas)
         args = [*CLUSTER_ARGS, "--cluster-require-full-coverage", "yes" if full_coverage else "no"]
+        args[args.index("--cluster-node-timeout") + 1] = str(node_timeout_ms)
         self.nodes = [RedisProc(directory / f"node{i}", cluster_port(), extra=args) for i in range(n)]
         self.masters_wanted = masters
         self.replicas = replicas

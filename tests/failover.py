@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster_proc import RedisClusterProc
+from cluster_proc import NODE_TIMEOUT_MS, RedisClusterProc
 from herder.client import HerderClient
 from herder.keys import QueueKeys
 from herder.settings import HerderSettings
@@ -56,6 +56,7 @@ class Producer:
     queues: list[str]
     seconds: float = 0.02  # how long each job runs
     pause: float = 0.004  # between enqueues: a steady stream, not a flood
+    sent: dict[str, float] = field(default_factory=dict)  # id -> when its enqueue was sent
     acked: dict[str, float] = field(default_factory=dict)  # id -> time of the ack
     failed: dict[str, str] = field(default_factory=dict)  # ids whose enqueue raised -> the error
     queue_of: dict[str, str] = field(default_factory=dict)
@@ -71,6 +72,7 @@ class Producer:
                 q = self.queues[i % len(self.queues)]
                 jid = f"{q}-{i}"
                 self.queue_of[jid] = q
+                self.sent[jid] = time.time()
                 try:
                     await self.client.enqueue(q, "work", {"seconds": self.seconds}, id=jid)
                     self.acked[jid] = time.time()
@@ -84,8 +86,9 @@ class Producer:
     def stop(self) -> None:
         self._stop.set()
 
-    def acked_on(self, queue: str, after: float = 0.0) -> int:
-        return sum(1 for j, t in self.acked.items() if self.queue_of[j] == queue and t > after)
+    def acked_on(self, queue: str, sent_after: float = 0.0) -> list[str]:
+        """Acknowledged ids of `queue` whose enqueue was sent after `sent_after`."""
+        return [j for j in self.acked if self.queue_of[j] == queue and self.sent[j] > sent_after]
 
 
 @dataclass
@@ -103,8 +106,8 @@ class Report:
     lost_ack_ages: list[float]  # for each lost job: kill time - its ack time (s)
     kill_returned_after: float  # kill -> the SIGKILLed process reaped (acks before this may be lost)
     not_final: dict[str, str]  # exists, but not succeeded/dead (must be empty)
-    client_resumed_after: float | None  # kill -> first acknowledged enqueue on the failed queue
-    worker_resumed_after: float | None  # kill -> first job finished on the failed queue
+    client_resumed_after: float | None  # kill -> first ack on the failed queue of an enqueue sent after it
+    worker_resumed_after: float | None  # kill -> first job of the failed queue finished after it
 
     def row(self) -> dict[str, Any]:
         return {
@@ -147,6 +150,7 @@ async def failover_run(
     full_coverage: bool = False,
     producers: int = 1,
     pause: float = 0.004,
+    node_timeout_ms: int = NODE_TIMEOUT_MS,
 ) -> Report:
     """Start a 3-master cluster with a replica each (cluster-require-full-coverage as given: the
     recommended "no" by default) and one `herder worker` process per master's queue; produce
@@ -154,7 +158,11 @@ async def failover_run(
     master of the first queue; keep producing until that queue's enqueues are acknowledged
     again; stop producing, wait for every queue to drain; account."""
     cluster = RedisClusterProc(
-        directory / "cluster", masters=3, replicas=1, full_coverage=full_coverage
+        directory / "cluster",
+        masters=3,
+        replicas=1,
+        full_coverage=full_coverage,
+        node_timeout_ms=node_timeout_ms,
     ).start()
     workers: list[WorkerProc] = []
     try:
@@ -178,9 +186,10 @@ async def failover_run(
 
             await wait_until(working_everywhere, "work running on every queue before the kill", 60)
             killed_at = time.time()
-            acked_before = producer.acked_on(failed_queue)
+            acked_before = len(producer.acked_on(failed_queue))
             cluster.kill(victim)
-            kill_returned_after = time.time() - killed_at
+            kill_done = time.time()
+            kill_returned_after = kill_done - killed_at
 
             def promoted() -> bool:
                 node = cluster.node_for_key(QueueKeys("herder", failed_queue).ready)
@@ -188,11 +197,13 @@ async def failover_run(
 
             await wait_until(lambda: asyncio.to_thread(promoted), "replica promoted", 60)
             promoted_after = time.time() - killed_at
-            await wait_until(
-                lambda: _true(producer.acked_on(failed_queue, killed_at) >= 20),
-                "enqueues acknowledged on the promoted master",
-                60,
-            )
+
+            async def acked_again() -> bool | dict[str, int]:
+                return len(producer.acked_on(failed_queue, kill_done)) >= 20 or dict(
+                    Counter(list(producer.failed.values())[-20:])
+                )
+
+            await wait_until(acked_again, "enqueues acknowledged on the promoted master", 60)
             producer.stop()
             await task
 
@@ -207,12 +218,13 @@ async def failover_run(
                 raw = await reader.redis.hmget(reader.keys(q).job(jid), ["state", "finished_at"])
                 found[jid] = raw[0]
                 finished = float(raw[1]) / 1000 if raw[1] is not None else 0.0  # stored in ms
-                if q == failed_queue and finished > killed_at:
+                if (
+                    q == failed_queue and finished > kill_done
+                ):  # only the promoted replica: the old master is gone
                     finished_after.append(finished)
             lost = [j for j in producer.acked if found[j] is None]
-            after_kill = [
-                t for j, t in producer.acked.items() if producer.queue_of[j] == failed_queue and t > killed_at
-            ]
+            # Enqueues sent once the old master was gone: their acks come from the promoted one.
+            after_kill = [producer.acked[j] for j in producer.acked_on(failed_queue, kill_done)]
             return Report(
                 queues=queues,
                 failed_queue=failed_queue,
@@ -234,7 +246,3 @@ async def failover_run(
         for w in workers:
             w.stop()
         cluster.stop()
-
-
-async def _true(value: bool) -> bool:
-    return value

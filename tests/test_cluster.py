@@ -263,3 +263,30 @@ async def test_dashboard_reads_the_cluster(cluster: RedisClusterProc) -> None:
             assert (await http.get("/api/queues/web/trends")).status_code == 200
             assert (await http.post("/api/queues/web/pause")).status_code == 200
             assert (await http.post("/api/queues/web/resume")).status_code == 200
+
+
+def test_cli_on_the_cluster(cluster: RedisClusterProc) -> None:
+    """The `herder` CLI with HERDER_REDIS_CLUSTER: enqueue, job, status, queues, pause/resume,
+    the DLQ and API tokens (the token hash is a global key: one slot)."""
+    import subprocess
+
+    env = dict(os.environ)
+    env.update(HERDER_REDIS_URL=cluster.url, HERDER_REDIS_CLUSTER="true")
+    env.pop("HERDER_APP", None)
+
+    def herder(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "herder.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    job_id = json.loads(herder("enqueue", "cq", "echo", "--payload", '{"x": 1}', "--json"))["id"]
+    assert json.loads(herder("job", job_id, "--json"))["state"] == "ready"
+    herder("pause", "cq")
+    assert json.loads(herder("status", "cq", "--json"))["paused"] is True
+    herder("resume", "cq")
+    assert "cq" in herder("queues")
+    herder("dlq", "list", "cq")
+    herder("token", "create", "--queue", "cq", "--can", "submit")
+    assert "cq" in herder("token", "list")
