@@ -1,14 +1,15 @@
 """Redis Cluster failover benchmark: how long clients and workers are without a killed master's
 queues, and how many acknowledged enqueues the failover loses.
 
-Each run starts a real cluster (3 masters with a replica each, cluster-node-timeout 2000 ms) and
-one `herder worker` process (HERDER_REDIS_CLUSTER=true) per master's queue, enqueues a steady
-stream round-robin over the three queues, SIGKILLs the master of the first queue, keeps
-enqueueing until that queue acknowledges again, then waits for every queue to drain and looks
-up every job id (tests/failover.py, the same scenario the test asserts on):
+Each run starts a real cluster (3 masters with a replica each, cluster-node-timeout 2000 ms unless
+--node-timeout says otherwise) and one `herder worker` process (HERDER_REDIS_CLUSTER=true) per
+master's queue, enqueues a steady stream round-robin over the three queues, SIGKILLs the master
+of the first queue, keeps enqueueing until that queue acknowledges again, then waits for every
+queue to drain and looks up every job id (tests/failover.py, the same scenario the test asserts
+on):
 
     python bench/cluster_failover.py                    # 5 runs, full coverage "no" and "yes"
-    python bench/cluster_failover.py --runs 3 --producers 8 --pause 0
+    python bench/cluster_failover.py --runs 3 --coverage no --node-timeout 5000
 
 Columns, per run (times from the SIGKILL, in seconds, on the client's clock):
   promoted  - the replica serves the slot and every node says cluster_state:ok
@@ -52,7 +53,8 @@ def main() -> None:
     args = ap.parse_args()
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.coverage]
     print(
-        f"machine: {machine()}; {args.runs} runs per mode; {args.producers} enqueue loops, pause {args.pause}s"
+        f"machine: {machine()}; {args.runs} runs per mode; {args.producers} enqueue loops, pause "
+        f"{args.pause}s; cluster-node-timeout {args.node_timeout} ms"
     )
     for full in modes:
         reports: list[Report] = []
