@@ -148,3 +148,29 @@ async def test_an_expired_lease_on_the_last_attempt_dead_letters_by_the_same_rul
         j = await c.get_job(job.id, "lq")
         assert j.state == "dead"
         assert j.dead_reason == "out of attempts (1/1): lease expired: worker gone stopped heartbeating"
+
+
+async def test_a_finish_batch_expires_results_and_logs_and_releases_children(
+    settings: HerderSettings,
+) -> None:
+    """finish.lua looks for children sets and event logs with one EXISTS per batch: the jobs
+    that have them still get them resolved and expired, the others are left alone."""
+    async with HerderClient(settings) as c:
+        keys = c.keys("fq")
+        logged = await c.enqueue("fq", "echo", {"n": 1})
+        plain = await c.enqueue("fq", "echo", {"n": 2})
+        child = await c.enqueue("fq", "echo", {"n": 3}, after=[logged.id])
+        reply = await c.scripts.claim(keys, "w", 2, 60_000, "[]", "", "0")
+        tokens = {row[0]: str(row[3]) for row in reply[0]}
+        assert set(tokens) == {logged.id, plain.id}
+        await c.redis.rpush(keys.log(logged.id), '{"_n":0}')
+        args: list[str] = []
+        for jid in (logged.id, plain.id):
+            args += [jid, tokens[jid], "ok", "null", "0", ""]
+        assert await c.scripts.finish(keys, "w", 60_000, *args) == ["succeeded", "succeeded"]
+        for key in (keys.job(logged.id), keys.job(plain.id), keys.log(logged.id)):
+            assert 0 < await c.redis.pttl(key) <= 60_000, key
+        assert not await c.redis.exists(keys.log(plain.id), keys.children(logged.id))
+        assert (await c.get_job(child.id, "fq")).state == "ready"
+        assert await c.redis.zcard(keys.active) == 0
+        assert (await c.status("fq")).counters["succeeded"] == 2

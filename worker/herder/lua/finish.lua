@@ -12,7 +12,7 @@
 local wid = ARGV[2]
 local keep = tonumber(ARGV[3])
 local now = now_ms()
-local out, done = {}, {}
+local out, done, succeeded = {}, {}, {}
 for i = 4, #ARGV, 6 do
   local id, tok, outcome, data, delay, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
   local k = job_key(id)
@@ -24,11 +24,7 @@ for i = 4, #ARGV, 6 do
     done[#done + 1] = id
     if outcome == 'ok' then
       to_succeeded(id, data, now)
-      resolve_children(id, true, '', now)
-      if keep > 0 then
-        redis.call('PEXPIRE', k, keep)
-        redis.call('PEXPIRE', log_key(id), keep)
-      end
+      succeeded[#succeeded + 1] = id
       out[#out + 1] = 'succeeded'
     else
       -- stored with the new state, in the transition's HSET
@@ -47,6 +43,14 @@ for i = 4, #ARGV, 6 do
         out[#out + 1] = 'dead'
       end
     end
+  end
+end
+resolve_children_of(succeeded, true, '', now)
+if keep > 0 then
+  for _, id in ipairs(succeeded) do redis.call('PEXPIRE', job_key(id), keep) end
+  -- a job has an event log only if its task logged: one EXISTS over the batch's logs first
+  if count_existing(succeeded, log_key) > 0 then
+    for _, id in ipairs(succeeded) do redis.call('PEXPIRE', log_key(id), keep) end
   end
 end
 -- off the lease set: one ZREM for the batch (in chunks: Lua's unpack has a stack limit)

@@ -117,6 +117,25 @@ local function resolve_children(id, ok, why, now)
   end
 end
 
+-- How many of the keys key_of(id) exist: one EXISTS per 1000 ids (Lua's unpack has a stack
+-- limit), where a read of each key would cost one command per id.
+local function count_existing(ids, key_of)
+  local n = 0
+  for j = 1, #ids, 1000 do
+    local keys = {}
+    for i = j, math.min(j + 999, #ids) do keys[#keys + 1] = key_of(ids[i]) end
+    n = n + redis.call('EXISTS', unpack(keys))
+  end
+  return n
+end
+
+-- resolve_children for a batch of jobs that ended alike (finish: the batch's successes): one
+-- EXISTS over their children sets first, as most jobs have none.
+local function resolve_children_of(ids, ok, why, now)
+  if #ids == 0 or count_existing(ids, children_key) == 0 then return end
+  for _, id in ipairs(ids) do resolve_children(id, ok, why, now) end
+end
+
 -- An attempt failed in a way that may be retried (an error, a timeout, an expired lease): dead
 -- when attempts are exhausted, else retried after `delay_ms` (0: ready at once). The job is
 -- already off the lease set (or leaves it with this script). `extra`: fields stored with the new
