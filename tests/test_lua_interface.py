@@ -174,3 +174,14 @@ async def test_a_finish_batch_expires_results_and_logs_and_releases_children(
         assert (await c.get_job(child.id, "fq")).state == "ready"
         assert await c.redis.zcard(keys.active) == 0
         assert (await c.status("fq")).counters["succeeded"] == 2
+
+
+async def test_scripts_are_loaded_again_after_a_script_flush(settings: HerderSettings) -> None:
+    """A server that lost its scripts (SCRIPT FLUSH, a restart, a failover to a replica that
+    never saw them) answers NOSCRIPT once: the call loads the script and runs it."""
+    async with HerderClient(settings) as c:
+        await c.enqueue("sf", "echo", {"n": 1})
+        await c.redis.script_flush()
+        await c.enqueue("sf", "echo", {"n": 2})
+        await c.redis.script_flush()
+        assert (await c.status("sf")).ready == 2  # status runs read-only (EVALSHA_RO)

@@ -20,6 +20,7 @@ its header does not declare, or declares one it never uses, fails to load: tests
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -176,18 +177,19 @@ class QueueScript:
     def __init__(self, redis: Any, s: ScriptSpec) -> None:
         self.spec = s
         self.redis = redis
-        self._script = redis.register_script(s.source)
-        # A script whose KEYS are all fixed queue keys gets the same list for every call on a
-        # queue: resolved once per queue (bounded: a client may touch many queues).
+        self.sha = hashlib.sha1(s.source.encode()).hexdigest()
+        self._command = "EVALSHA_RO" if s.readonly else "EVALSHA"
+        # A script whose KEYS are all fixed queue keys gets the same keys for every call on a
+        # queue: resolved (and encoded) once per queue, bounded (a client may touch many).
         self._fixed = all(k.argv is None for k in s.keys)
-        self._keys: dict[QueueKeys, list[str]] = {}
+        self._keys: dict[QueueKeys, tuple[bytes, ...]] = {}
 
-    def _resolve(self, qk: QueueKeys, argv: list[Any]) -> list[str]:
+    def _resolve(self, qk: QueueKeys, argv: list[Any]) -> tuple[str | bytes, ...]:
         if not self._fixed:
-            return [k.resolve(qk, argv) for k in self.spec.keys]
+            return tuple(k.resolve(qk, argv) for k in self.spec.keys)
         keys = self._keys.get(qk)
         if keys is None:
-            keys = [k.resolve(qk, argv) for k in self.spec.keys]
+            keys = tuple(k.resolve(qk, argv).encode() for k in self.spec.keys)
             if len(self._keys) >= 1024:
                 self._keys.clear()
             self._keys[qk] = keys
@@ -196,13 +198,11 @@ class QueueScript:
     async def __call__(self, qk: QueueKeys, *args: Any) -> Any:
         argv = [qk.base, *args]
         keys = self._resolve(qk, argv)
-        if not self.spec.readonly:
-            return await self._script(keys=keys, args=argv)
         try:
-            return await self.redis.evalsha_ro(self._script.sha, len(keys), *keys, *argv)
+            return await self.redis.execute_command(self._command, self.sha, len(keys), *keys, *argv)
         except NoScriptError:  # first call on this server (or after SCRIPT FLUSH / a failover)
             await self.redis.script_load(self.spec.source)
-            return await self.redis.evalsha_ro(self._script.sha, len(keys), *keys, *argv)
+            return await self.redis.execute_command(self._command, self.sha, len(keys), *keys, *argv)
 
 
 @dataclass
