@@ -1,4 +1,4 @@
-"""TLS and Sentinel through settings, against a real redis-server (TLS build) and a real
+"""The connection pool, TLS and Sentinel through settings, against a real redis-server (TLS build) and a real
 Sentinel process."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from helpers import running_worker, wait_state
+from helpers import running_worker, wait_for, wait_state
 from herder.client import HerderClient
+from herder.connection import HandOutPool
 from herder.settings import HerderSettings
 from redis_proc import RedisProc, free_port
 
@@ -148,3 +149,26 @@ async def test_sentinel_connection(sentinel: tuple[RedisProc, int]) -> None:
         r = await c.enqueue("default", "echo", {"via": "sentinel"})
         assert (await wait_state(c, r.id, "succeeded")).result == {"via": "sentinel"}
     assert redis.Redis(port=master.port).exists(f"herder:{{default}}:job:{r.id}")
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_before_use(settings: HerderSettings) -> None:
+    """HandOutPool does not poll a connection's socket when handing it out: one the server closed
+    while it sat in the pool (a restart, CLIENT KILL, a failover) is seen closed from its stream
+    and reconnected, so the next command does not fail."""
+    async with HerderClient(settings) as c:
+        pool = c.redis.connection_pool
+        assert isinstance(pool, HandOutPool)
+        await c.enqueue("pool", "echo", {"n": 1})
+        (conn,) = pool._available_connections
+        admin = redis.Redis.from_url(settings.redis_url)
+        try:
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        finally:
+            admin.close()
+
+        async def seen_closed() -> bool:
+            return conn._reader is not None and conn._reader.at_eof()
+
+        await wait_for(seen_closed, bool)  # the event loop has read the server's EOF
+        assert (await c.enqueue("pool", "echo", {"n": 2})).created
+        assert (await c.status("pool")).ready == 2

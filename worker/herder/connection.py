@@ -9,6 +9,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.cluster import PRIMARY
@@ -187,6 +188,31 @@ class HerderRedisCluster(RedisCluster):
             raise
 
 
+class HandOutPool(ConnectionPool):
+    """redis-py's pool, without its socket poll each time a connection leaves the pool.
+
+    redis-py polls the socket of every connection it hands out (a read under a zero timeout:
+    two rounds of the event loop, 2 of the 5 a command takes, the largest client-side cost of a
+    single enqueue) to find one the server closed, or one returned with unread data. redis-py 5
+    disconnects a connection whenever a command on it fails or is cancelled between send and
+    reply, so a pooled connection never holds unread data; one the server closed while it sat
+    in the pool has seen EOF (or a reset) once the event loop ran, which its stream shows
+    without a poll: it is reconnected before use, as redis-py would. (The cluster client's
+    per-node pools never poll.)"""
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        reader = getattr(connection, "_reader", None)
+        if not isinstance(reader, asyncio.StreamReader):  # not connected yet, or other internals
+            await super().ensure_connection(connection)
+            return
+        # EOF seen (at_eof alone is False while a last message is buffered), a reset, or data
+        # no command asked for: stale
+        eof = reader.at_eof() or getattr(reader, "_eof", False)
+        if eof or reader.exception() is not None or getattr(reader, "_buffer", None):
+            await connection.disconnect()
+        await connection.connect()  # type: ignore[no-untyped-call]  # a no-op when connected
+
+
 # How often a Sentinel-backed client in use asks the sentinels again who the master is.
 MASTER_CHECK_S = 1.0
 
@@ -306,5 +332,7 @@ def redis_client(settings: HerderSettings) -> Any:
             **kwargs,
         )
         return master
-    client: ArqRedis = ArqRedis.from_url(url, **kwargs)
+    # as ArqRedis.from_url, with the pool above
+    client = ArqRedis(connection_pool=HandOutPool.from_url(url, **kwargs))
+    client.auto_close_connection_pool = True  # aclose() closes the pool's connections too
     return client
