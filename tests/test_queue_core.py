@@ -480,12 +480,14 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     s = HerderSettings()
     assert s.redis_url == "redis://example:6380/2" and s.redis_username == "u" and s.redis_tls
     assert s.redis_password is not None and s.redis_password.get_secret_value() == "p"
+    from redis.asyncio.connection import SSLConnection
+
     from herder.connection import redis_client
 
     r = redis_client(s)
     kw = r.connection_pool.connection_kwargs
     assert kw["username"] == "u" and kw["password"] == "p"
-    assert r.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert issubclass(r.connection_pool.connection_class, SSLConnection)
 
 
 def test_invalid_settings_rejected() -> None:

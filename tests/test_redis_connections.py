@@ -3,16 +3,21 @@ Sentinel process."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from helpers import running_worker, wait_for, wait_state
+from herder import connection
 from herder.client import HerderClient
 from herder.connection import HandOutPool
 from herder.settings import HerderSettings
@@ -172,3 +177,26 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_before_use(sett
         await wait_for(seen_closed, bool)  # the event loop has read the server's EOF
         assert (await c.enqueue("pool", "echo", {"n": 2})).created
         assert (await c.status("pool")).ready == 2
+
+
+async def test_a_write_that_cannot_finish_times_out_and_drops_the_connection(
+    redis_server: RedisProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write bound (asyncio.timeout in place of redis-py's wait_for): a server that stops
+    reading (SIGSTOP) makes a big write block once the socket buffers fill; it fails with redis'
+    TimeoutError after the socket timeout, the connection is dropped, and the next command
+    (server resumed) runs on a fresh one."""
+    monkeypatch.setattr(connection, "SOCKET_TIMEOUT_S", 0.5)
+    async with HerderClient(HerderSettings(redis_url=redis_server.url)) as c:
+        await c.redis.ping()
+        if sys.version_info < (3, 12):
+            assert c.redis.connection_pool.connection_class.__name__ == "InPlaceConnection"
+        assert redis_server.proc is not None
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisTimeoutError, match="writing"):
+                await c.redis.set("big", b"x" * (64 << 20))
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        assert await c.redis.ping()
+        assert await c.redis.exists("big") == 0

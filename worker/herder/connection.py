@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from typing import Any
 
@@ -188,6 +189,36 @@ class HerderRedisCluster(RedisCluster):
             raise
 
 
+def _send_in_place(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` with a socket-timeout-bounded write that stays in the calling task.
+
+    redis-py bounds each write with asyncio.wait_for, which before Python 3.12 runs the write in
+    a new task (one more round of the event loop per command); asyncio.timeout bounds it in
+    place, with the same limit and the same error (the connection is dropped, TimeoutError)."""
+    if sys.version_info >= (3, 12):
+        return base
+
+    class InPlace(base):  # type: ignore[valid-type,misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            limit: float | None = self.socket_timeout  # type: ignore[has-type]
+            if not limit:
+                await super().send_packed_command(command, check_health)
+                return
+            self.socket_timeout = None  # redis-py's own bound off for this call: ours holds
+            try:
+                async with asyncio.timeout(limit) as bound:
+                    await super().send_packed_command(command, check_health)
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                raise RedisTimeoutError("Timeout writing to socket") from None
+            finally:
+                self.socket_timeout = limit
+
+    InPlace.__name__ = InPlace.__qualname__ = f"InPlace{base.__name__}"
+    return InPlace
+
+
 class HandOutPool(ConnectionPool):
     """redis-py's pool, without its socket poll each time a connection leaves the pool.
 
@@ -199,6 +230,10 @@ class HandOutPool(ConnectionPool):
     in the pool has seen EOF (or a reset) once the event loop ran, which its stream shows
     without a poll: it is reconnected before use, as redis-py would. (The cluster client's
     per-node pools never poll.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_class = _send_in_place(self.connection_class)
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         reader = getattr(connection, "_reader", None)
