@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from herder.backoff import Backoff, retry_delay
-from herder.client import HerderClient
+from herder.client import HerderClient, JobRequest
 from herder.keys import KEY_FAMILIES, QUEUE_KEYS
 from herder.scripts import (
     SCRIPT_NAMES,
@@ -185,3 +185,17 @@ async def test_scripts_are_loaded_again_after_a_script_flush(settings: HerderSet
         await c.enqueue("sf", "echo", {"n": 2})
         await c.redis.script_flush()
         assert (await c.status("sf")).ready == 2  # status runs read-only (EVALSHA_RO)
+
+
+async def test_the_wake_list_stays_bounded_with_no_worker_listening(settings: HerderSettings) -> None:
+    """Every enqueue pushes a wake token; with nobody popping them the list is trimmed back to
+    MAX_WAKE (256) once it passes twice that, so it never holds more than 512."""
+    async with HerderClient(settings) as c:
+        keys = c.keys("wq")
+        lengths = []
+        for start in range(0, 1200, 100):
+            await c.enqueue_many(
+                "wq", [JobRequest(task="echo", payload={"n": n}) for n in range(start, start + 100)]
+            )
+            lengths.append(await c.redis.llen(keys.wake))
+        assert max(lengths) <= 512 and min(lengths[3:]) >= 256
