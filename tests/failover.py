@@ -148,8 +148,8 @@ async def failover_run(
     lease_seconds: float = 2.0,
     concurrency: int = 10,
     full_coverage: bool = False,
-    producers: int = 1,
-    pause: float = 0.004,
+    producers: int = 4,
+    pause: float = 0.002,
     node_timeout_ms: int = NODE_TIMEOUT_MS,
 ) -> Report:
     """Start a 3-master cluster with a replica each (cluster-require-full-coverage as given: the

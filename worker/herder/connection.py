@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, NodesManager, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -27,6 +28,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from herder.settings import HerderSettings
+
+# Set while redis-py runs a command or pipeline for us: an aclose() then is its internal
+# "hard reinitialize" after an error, not the owner closing the client.
+_IN_REDIS_PY_RETRY: ContextVar[bool] = ContextVar("herder_in_redis_py_retry", default=False)
 
 # Blocking reads (BLPOP) wait at most a few seconds, so a socket silent for longer than this
 # means the connection is dead (e.g. a network partition), not that Redis is busy.
@@ -123,6 +128,31 @@ class HerderRedisCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._url_seeds = {n.name: (n.host, n.port) for n in self.nodes_manager.startup_nodes.values()}
         self._seeds = dict(self._url_seeds)
+        self.nodes_manager.__class__ = _KeepingNodesManager  # same slots: only set_nodes differs
+        # redis-py pops a failed node from the startup nodes in one task while another iterates
+        # them to re-read the slot map ("dictionary changed size during iteration").
+        self.nodes_manager.startup_nodes = _SnapshotDict(self.nodes_manager.startup_nodes)
+
+    async def aclose(self) -> None:
+        if _IN_REDIS_PY_RETRY.get():
+            # redis-py's own reaction to an error inside a command ("hard reinitialize": close
+            # every connection of every node, in-flight ones of other tasks included). Re-read
+            # the slot map on the next command instead; a dead node's connections fail by
+            # themselves, and the nodes still in the map keep theirs (_KeepingNodesManager).
+            self._initialize = True
+            return
+        await super().aclose()
+
+    async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        token = _IN_REDIS_PY_RETRY.set(True)
+        try:
+            return await super()._execute_command(target_node, *args, **kwargs)
+        finally:
+            _IN_REDIS_PY_RETRY.reset(token)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # its checks (no transactions)
+        return _HerderClusterPipeline(self)  # type: ignore[abstract]
 
     def _reseed(self) -> None:
         manager = self.nodes_manager
@@ -148,8 +178,8 @@ class HerderRedisCluster(RedisCluster):
                 await self._parser_on_a_live_master()
                 self._initialize = False
             except BaseException as exc:
-                await self.nodes_manager.aclose()
-                await self.nodes_manager.aclose("startup_nodes")
+                # redis-py closes every connection here; the next command tries again anyway,
+                # and closing would break other tasks' commands on healthy nodes.
                 if isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc):
                     raise RedisConnectionError(str(exc)) from exc  # no startup node answered
                 raise
@@ -299,6 +329,42 @@ async def at_key_node(redis: Any, key: str) -> dict[str, Any]:
         return {}
     await redis.initialize()  # the slot map, which get_node_from_key reads
     return {"target_nodes": redis.get_node_from_key(key)}
+
+
+class _SnapshotDict(dict[str, ClusterNode]):
+    """A dict whose values() is a list taken now: safe to iterate across awaits while other
+    tasks add or pop entries."""
+
+    def values(self) -> list[ClusterNode]:  # type: ignore[override]
+        return list(super().values())
+
+
+class _KeepingNodesManager(NodesManager):
+    __slots__ = ()
+
+    def set_nodes(
+        self, old: dict[str, ClusterNode], new: dict[str, ClusterNode], remove_old: bool = False
+    ) -> None:
+        """A node still in a freshly read slot map keeps its ClusterNode (and the connections
+        other tasks are using) instead of being replaced by a new one and closed."""
+        if old is self.nodes_cache:
+            for name, node in list(new.items()):
+                kept = old.get(name)
+                if kept is not None and kept is not node:
+                    kept.server_type = node.server_type
+                    new[name] = kept
+            for slot, nodes in self.slots_cache.items():
+                self.slots_cache[slot] = [new.get(n.name, n) for n in nodes]
+        super().set_nodes(old, new, remove_old)
+
+
+class _HerderClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        token = _IN_REDIS_PY_RETRY.set(True)  # see HerderRedisCluster.aclose
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        finally:
+            _IN_REDIS_PY_RETRY.reset(token)
 
 
 def is_cluster(redis: Any) -> bool:
