@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoPermissionError
 
 from cluster_proc import RedisClusterProc
 from failover import one_queue_per_master
@@ -290,3 +291,43 @@ def test_cli_on_the_cluster(cluster: RedisClusterProc) -> None:
     herder("dlq", "list", "cq")
     herder("token", "create", "--queue", "cq", "--can", "submit")
     assert "cq" in herder("token", "list")
+
+
+async def test_least_privilege_worker_on_the_cluster(cluster: RedisClusterProc) -> None:
+    """`herder acl worker --cluster` gives a worker what the cluster client needs on top of its
+    role (CLUSTER SLOTS, COMMAND, ...): with it a worker runs its queue; with the single-Redis
+    rule the client cannot even read the slot map. ACL users are per node: set on every one."""
+    import redis as sync_redis
+
+    from herder.acl import acl_rule
+
+    rules = {"w-cluster": acl_rule("worker", ["aq"], user="w-cluster", cluster=True),
+             "w-plain": acl_rule("worker", ["aq"], user="w-plain")}  # fmt: skip
+    for node in cluster.live():
+        with sync_redis.Redis(port=node.port) as r:
+            for user, rule in rules.items():
+                r.execute_command(*rule.split())
+                r.execute_command("ACL", "SETUSER", user, ">pw")
+    try:
+        admin = HerderSettings(redis_url=cluster.url, redis_cluster=True, lease_seconds=2.0)
+
+        def as_user(user: str) -> HerderSettings:
+            return HerderSettings(
+                redis_url=cluster.url,
+                redis_cluster=True,
+                redis_username=user,
+                redis_password="pw",
+                lease_seconds=2.0,
+            )
+
+        async with HerderClient(admin) as c:
+            job = await c.enqueue("aq", "echo", {"acl": True})
+            async with running_worker(as_user("w-cluster"), "aq"):
+                assert (await wait_state(c, job.id, "succeeded", "dead")).state == "succeeded"
+        async with HerderClient(as_user("w-plain")) as plain:
+            with pytest.raises(NoPermissionError, match="herder acl ROLE --cluster"):
+                await plain.status("aq")
+    finally:
+        for node in cluster.live():
+            with sync_redis.Redis(port=node.port) as r:
+                r.execute_command("ACL", "DELUSER", *rules)

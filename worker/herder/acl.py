@@ -223,8 +223,22 @@ def key_patterns(role: Role, prefix: str, queues: list[str]) -> list[str]:
     return out
 
 
-def acl_rule(role_name: str, queues: list[str], *, user: str | None = None, prefix: str = "herder") -> str:
-    """The ``ACL SETUSER`` line for a role. No password is included: add one with a separate
+# What redis-py's cluster client sends besides the role's own commands: the slot map (CLUSTER
+# SLOTS), the command table and the keys of commands with movable keys (COMMAND, COMMAND
+# GETKEYS), a liveness probe (PING) and ASKING during a slot migration.
+CLUSTER_CLIENT_COMMANDS = ("cluster|slots", "command", "ping", "asking")
+
+
+def acl_rule(
+    role_name: str,
+    queues: list[str],
+    *,
+    user: str | None = None,
+    prefix: str = "herder",
+    cluster: bool = False,
+) -> str:
+    """The ``ACL SETUSER`` line for a role (with `cluster`: also what the cluster client needs;
+    create the user on every node). No password is included: add one with a separate
     ``ACL SETUSER <user> >secret`` (or ``#sha256``) so it stays out of files and shell history."""
     role = ROLES.get(role_name)
     if role is None:
@@ -242,7 +256,7 @@ def acl_rule(role_name: str, queues: list[str], *, user: str | None = None, pref
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
         raise InvalidInput(f"invalid user name {name!r}")
     parts = ["ACL", "SETUSER", name, "reset", "on", "resetchannels", "-@all"]
-    parts += [f"+{c}" for c in role.all_commands()]
+    parts += [f"+{c}" for c in sorted({*role.all_commands(), *(CLUSTER_CLIENT_COMMANDS if cluster else ())})]
     parts += key_patterns(role, prefix, queues)
     return " ".join(parts)
 

@@ -18,6 +18,7 @@ from redis.cluster import PRIMARY
 from redis.exceptions import (
     ClusterDownError,
     ClusterError,
+    NoPermissionError,
     RedisClusterException,
     RedisError,
     SlotNotCoveredError,
@@ -181,7 +182,14 @@ class HerderRedisCluster(RedisCluster):
                 # redis-py closes every connection here; the next command tries again anyway,
                 # and closing would break other tasks' commands on healthy nodes.
                 if isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc):
-                    raise RedisConnectionError(str(exc)) from exc  # no startup node answered
+                    root = _root_cause(exc)
+                    if isinstance(root, NoPermissionError):
+                        raise NoPermissionError(
+                            f"{root} (the cluster client reads the slot map with CLUSTER SLOTS: "
+                            "give the ACL user `herder acl ROLE --cluster`)"
+                        ) from exc
+                    if isinstance(root, RedisConnectionError | RedisTimeoutError | OSError):
+                        raise RedisConnectionError(str(exc)) from exc  # no startup node answered
                 raise
         return self
 
@@ -365,6 +373,12 @@ class _HerderClusterPipeline(ClusterPipeline):
             return await super().execute(raise_on_error, allow_redirections)
         finally:
             _IN_REDIS_PY_RETRY.reset(token)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while (nxt := exc.__cause__ or exc.__context__) is not None:
+        exc = nxt
+    return exc
 
 
 def is_cluster(redis: Any) -> bool:

@@ -20,9 +20,17 @@ def acl(
     ] = None,
     user: Annotated[str | None, typer.Option(help="ACL user name (default: herder-ROLE[-QUEUE])")] = None,
     prefix: Annotated[str, typer.Option(envvar="HERDER_KEY_PREFIX", help="Key prefix")] = "herder",
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            envvar="HERDER_REDIS_CLUSTER",
+            help="Redis Cluster: add what the cluster client needs",
+        ),
+    ] = False,
 ) -> None:
     """Print the `ACL SETUSER` line for ROLE (docs/security.md). Set the password separately."""
     try:
-        typer.echo(acl_rule(role, queue or [], user=user, prefix=prefix))
+        typer.echo(acl_rule(role, queue or [], user=user, prefix=prefix, cluster=cluster))
     except InvalidInput as exc:
         fail(2, str(exc))
