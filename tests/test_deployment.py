@@ -101,6 +101,14 @@ def test_a_cluster_queue_tells_its_workers() -> None:
     assert env["HERDER_REDIS_CLUSTER"]["value"] == "true"
     plain = {e["name"] for e in container(build_deployment(spec(), OWNER, namespace="ns"))["env"]}
     assert "HERDER_REDIS_CLUSTER" not in plain
+    # the local pool (herder up, e2e) tells its worker processes the same
+    from herder_operator.pools.local import LocalPool
+
+    local = LocalPool(
+        "q", spec(redis={"url": "redis://rc:6379/0", "cluster": True}), "redis://rc:6379/0", env={}
+    )
+    assert local.environment()["HERDER_REDIS_CLUSTER"] == "true"
+    assert "HERDER_REDIS_CLUSTER" not in LocalPool("q", spec(), "redis://r:6379/0", env={}).environment()
 
 
 def test_pod_template_is_completed_not_replaced() -> None:
