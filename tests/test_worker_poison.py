@@ -66,3 +66,27 @@ async def stop_worker_until_dead(worker_env: dict[str, str], client: HerderClien
     assert j.state == "dead", (j.state, j.attempts, [e.kind for e in j.errors])
     assert j.attempts == 2 and "handed back 5 times" in (j.dead_reason or "")
     assert [e.kind for e in j.errors] == ["handed_back"] * 5
+
+
+async def test_a_finish_write_failing_in_the_client_library_answers_error_instead_of_hanging(
+    client: HerderClient,
+) -> None:
+    """A fault inside the Redis client (not an outage, not a Redis error reply; seen on a cluster
+    client: "dictionary changed size during iteration") must not kill the batched write and leave
+    the job's slot waiting for ever: the waiter gets "error", the job is let go (lease expires)."""
+    import dataclasses
+
+    from herder.scripts import Scripts
+    from herder.worker.finishing import FinishBatcher
+    from herder.worker.outcome import Outcome
+
+    class FaultyFinish:
+        async def __call__(self, *args: Any) -> Any:
+            raise RuntimeError("dictionary changed size during iteration")
+
+    faulty = dataclasses.replace(Scripts.register(client.redis), finish=FaultyFinish())
+    batcher = FinishBatcher(faulty, client.keys("default"), "w1", 60_000, client.redis)
+    states = await asyncio.wait_for(
+        asyncio.gather(*(batcher.finish(f"j{i}", "1", Outcome("ok", "{}")) for i in range(3))), 30
+    )
+    assert states == ["error"] * 3

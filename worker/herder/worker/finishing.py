@@ -55,9 +55,16 @@ class FinishBatcher:
                 break
             except Exception as exc:
                 if not is_outage(exc):
-                    if not isinstance(exc, ResponseError):
-                        raise
-                    log.error("finish script failed", error=str(exc))
+                    # Refused by Redis, or a fault in the client library (seen: a cluster client's
+                    # "dictionary changed size"). Raising here would kill this flush task and leave
+                    # every waiter, and its job's slot, in flight for ever. Answer "error" instead:
+                    # the worker lets the job go and its lease expires, so another attempt runs it.
+                    log.error(
+                        "finish script failed",
+                        error=str(exc),
+                        error_type=type(exc).__name__,
+                        exc_info=not isinstance(exc, ResponseError),
+                    )
                     out = ["error"] * len(batch)
                     break
                 # The outcome is kept in memory and written once Redis is back; the lease fences it.
