@@ -199,3 +199,33 @@ async def test_the_wake_list_stays_bounded_with_no_worker_listening(settings: He
             )
             lengths.append(await c.redis.llen(keys.wake))
         assert max(lengths) <= 512 and min(lengths[3:]) >= 256
+
+
+@pytest.mark.parametrize("field,value", [("max_attempts", "lots"), ("attempts", "1e3"), ("started_at", "?")])
+async def test_an_expired_lease_on_a_corrupt_job_dead_letters_it_and_reaps_the_rest(
+    settings: HerderSettings, field: str, value: str
+) -> None:
+    """The job hash is producer-writable: a corrupt counter on an active job must not fail the
+    reaping claim (a Lua error mid-script keeps the writes made so far: leases half reaped)."""
+    async with HerderClient(settings) as c:
+        keys = c.keys("lq")
+        bad = await c.enqueue("lq", "echo", {"x": 1}, max_attempts=3)
+        good = await c.enqueue("lq", "echo", {"x": 2}, max_attempts=3)
+        child = await c.enqueue("lq", "echo", {"x": 3}, after=[bad.id])
+        got = await c.scripts.claim(keys, "gone", 2, 50, "[]", "", "0")
+        assert sorted(j[0] for j in got[0]) == sorted([bad.id, good.id])
+        await c.redis.hset(keys.job(bad.id), field, value)
+        expiry = max(int(s) for _, s in await c.redis.zrange(keys.active, 0, -1, withscores=True))
+        while True:  # waits on Redis's clock passing the leases, not a sleep
+            sec, usec = await c.redis.time()
+            if int(sec) * 1000 + int(usec) // 1000 > expiry:
+                break
+        reply = await c.scripts.claim(keys, "reaper", 0, 10_000, "[]", "", "1")
+        assert int(reply[8]) == 2  # both leases reaped
+        raw = await c.redis.hmget(keys.job(bad.id), "state", "dead_reason")
+        if field == "started_at":  # only the error record's time was corrupt: a normal retry
+            assert raw[0] == "scheduled", raw
+        else:
+            assert raw[0] == "dead" and "corrupt job" in raw[1], raw
+            assert (await c.get_job(child.id, "lq")).state == "dead"
+        assert (await c.get_job(good.id, "lq")).state == "scheduled"

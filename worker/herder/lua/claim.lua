@@ -58,17 +58,20 @@ if ARGV[7] == '1' then
     if f[1] == 'active' then
       expired_n = expired_n + 1
       count_stat('lease_expired')
-      local att = tonumber(f[3])
-      local why = 'lease expired: worker ' .. f[2] .. ' stopped heartbeating'
+      local att, max_att = int_field(f[3]), int_field(f[4])
+      local why = 'lease expired: worker ' .. (f[2] or '?') .. ' stopped heartbeating'
       local extra = {'errors', errors_with(k, err_json(att, 'lease_expired', 'LeaseExpired', why, f[2],
-        tonumber(f[6]) / 1000, now / 1000)), 'worker', '', 'lease', ''}
-      if f[5] == '1' then
+        (tonumber(f[6]) or now) / 1000, now / 1000)), 'worker', '', 'lease', ''}
+      if not att or not max_att then  -- corrupt counters: no rule can decide, so the DLQ does
+        to_dead(jid, 'corrupt job: attempts or max_attempts is not an integer; ' .. why, now, extra)
+        resolve_children(jid, false, 'failed', now)
+      elseif f[5] == '1' then
         to_cancelled(jid, now, extra)
         resolve_children(jid, false, 'was cancelled', now)
       else
         -- the draw for the jitter: from the clock, as scripts have no free randomness
         local u = ((now + expired_n * 7919) % 2001) / 1000 - 1
-        after_failed_attempt(jid, att, tonumber(f[4]), backoff_ms(f[7], att, u), why, now, extra)
+        after_failed_attempt(jid, att, max_att, backoff_ms(f[7], att, u), why, now, extra)
       end
     end
   end
@@ -131,20 +134,26 @@ if paused == 0 and draining == 0 and n > 0 then
   local claims = {}
   for _, id in ipairs(picked) do
     local f = redis.call('HMGET', job_key(id), 'task', 'payload', 'timeout', 'max_attempts', 'backoff', 'attempts')
-    local att
-    if f[6] and #f[6] <= 15 and string.match(f[6], '^%-?%d+$') then
-      att = tonumber(f[6]) + 1
-    else  -- missing or not a number (the hash is producer-writable): HINCRBY decides, as ever
-      att = redis.call('HINCRBY', job_key(id), 'attempts', 1)
+    local att = 1
+    if f[6] and f[6] ~= '' then
+      att = int_field(f[6])
+      att = att and att + 1
     end
-    local extra = nil
-    if not f[4] or f[4] == '' then
-      -- stamped, not just replied: finish and the lease reaper read it from the job
-      f[4] = tostring(tonumber(limits[f[1]]) or 3)
-      extra = {'max_attempts', f[4]}
+    if not att then
+      -- Corrupt: dead-lettered, never claimed, and never a script error that would fail every
+      -- claim reaching this job (after the batch had left the ready set).
+      to_dead(id, 'corrupt job: attempts is not an integer', now)
+      resolve_children(id, false, 'failed', now)
+    else
+      local extra = nil
+      if not f[4] or f[4] == '' then
+        -- stamped, not just replied: finish and the lease reaper read it from the job
+        f[4] = tostring(tonumber(limits[f[1]]) or 3)
+        extra = {'max_attempts', f[4]}
+      end
+      claims[#claims + 1] = {id, att, extra}
+      jobs[#jobs + 1] = {id, f[1], f[2], att, f[3], f[4], f[5]}
     end
-    claims[#claims + 1] = {id, att, extra}
-    jobs[#jobs + 1] = {id, f[1], f[2], att, f[3], f[4], f[5]}
   end
   to_active(claims, wid, now, lease)
 end

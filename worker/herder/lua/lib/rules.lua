@@ -1,6 +1,17 @@
 -- The queue's policy decisions, one rule each, as pure functions (no Redis calls): the state
 -- helpers in state.lua act on what these decide.
 
+-- A counter of a job hash (attempts, max_attempts) as an integer, or nil when it is not one:
+-- the hash is producer-writable and anything in Redis may be corrupt. At most 15 digits, so the
+-- value is exact in Lua's doubles and arithmetic on it cannot raise (which, mid-script, would
+-- leave the writes made so far in place: a claimed batch half taken out of the ready set).
+local function int_field(v)
+  if type(v) ~= 'string' or #v > 15 or not string.match(v, '^%-?%d+$') then
+    return nil
+  end
+  return tonumber(v)
+end
+
 -- Attempts exhausted: the attempt that just ended was the last one the job may have.
 local function attempts_exhausted(attempts, max_attempts)
   return tonumber(attempts) >= tonumber(max_attempts)
