@@ -229,3 +229,27 @@ async def test_an_expired_lease_on_a_corrupt_job_dead_letters_it_and_reaps_the_r
             assert raw[0] == "dead" and "corrupt job" in raw[1], raw
             assert (await c.get_job(child.id, "lq")).state == "dead"
         assert (await c.get_job(good.id, "lq")).state == "scheduled"
+
+
+@pytest.mark.parametrize("outcome", ["retry", "handback"])
+async def test_finishing_a_job_with_corrupt_counters_dead_letters_it_and_stores_its_batch_mates(
+    settings: HerderSettings, outcome: str
+) -> None:
+    async with HerderClient(settings) as c:
+        keys = c.keys("lq")
+        bad = await c.enqueue("lq", "echo", {"x": 1}, max_attempts=3)
+        mate = await c.enqueue("lq", "echo", {"x": 2}, max_attempts=3)
+        got = await c.scripts.claim(keys, "w", 2, 60_000, "[]", "", "0")
+        tokens = {j[0]: str(j[3]) for j in got[0]}
+        await c.redis.hset(keys.job(bad.id), "max_attempts", "many")
+        err = '{"attempt": 1, "kind": "error", "message": "boom"}'
+        out = await c.scripts.finish(
+            keys, "w", "60000",
+            bad.id, tokens[bad.id], outcome, err, "0", "boom",
+            mate.id, tokens[mate.id], "ok", "1", "0", "",
+        )  # fmt: skip
+        assert out == ["dead", "succeeded"]
+        raw = await c.redis.hmget(keys.job(bad.id), "state", "dead_reason")
+        assert raw[0] == "dead" and "corrupt job" in raw[1], raw
+        assert (await c.get_job(mate.id, "lq")).state == "succeeded"
+        assert await c.redis.zcard(keys.active) == 0

@@ -29,10 +29,17 @@ for i = 4, #ARGV, 6 do
     else
       -- stored with the new state, in the transition's HSET
       local extra = {'errors', errors_with(k, data), 'lease', '', 'worker', ''}
-      if outcome == 'handback' then
-        out[#out + 1] = after_handback(id, tonumber(f[4]), tonumber(f[5]), reason, now, extra)
+      local att, max_att = int_field(f[4]), int_field(f[5])
+      if (outcome == 'handback' or outcome == 'retry') and not (att and max_att) then
+        -- Corrupt counters (the hash is producer-writable): no rule can decide, the DLQ does;
+        -- never a script error, which would leave the rest of the batch unwritten.
+        to_dead(id, 'corrupt job: attempts or max_attempts is not an integer; ' .. reason, now, extra)
+        resolve_children(id, false, 'failed', now)
+        out[#out + 1] = 'dead'
+      elseif outcome == 'handback' then
+        out[#out + 1] = after_handback(id, att, max_att, reason, now, extra)
       elseif outcome == 'retry' then
-        out[#out + 1] = after_failed_attempt(id, tonumber(f[4]), tonumber(f[5]), delay, reason, now, extra)
+        out[#out + 1] = after_failed_attempt(id, att, max_att, delay, reason, now, extra)
       elseif outcome == 'cancelled' then
         to_cancelled(id, now, extra)
         resolve_children(id, false, 'was cancelled', now)
