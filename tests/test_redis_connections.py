@@ -116,9 +116,11 @@ async def test_tls_connection(tmp_path: Path) -> None:
         proc.stop()
 
 
-@pytest.fixture
-def sentinel(tmp_path: Path) -> Iterator[tuple[RedisProc, int]]:
-    """A master and a real Sentinel monitoring it (as `herdermaster`)."""
+@pytest.fixture(params=[None], ids=["open"])
+def sentinel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RedisProc, int]]:
+    """A master and a real Sentinel monitoring it (as `herdermaster`); with a param, the
+    sentinel itself requires that password (`requirepass`)."""
+    password: str | None = request.param
     master = RedisProc(tmp_path / "master").start()
     sport = free_port()
     sdir = tmp_path / "sentinel"
@@ -126,6 +128,7 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[RedisProc, int]]:
     conf = sdir / "sentinel.conf"
     conf.write_text(
         f"port {sport}\nbind 127.0.0.1\ndir {sdir}\nsentinel monitor herdermaster 127.0.0.1 {master.port} 1\n"
+        + (f"requirepass {password}\n" if password else "")
     )
     proc = subprocess.Popen(
         ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -134,7 +137,9 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[RedisProc, int]]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                if redis.Redis(port=sport).sentinel_get_master_addr_by_name("herdermaster"):
+                if redis.Redis(port=sport, password=password).sentinel_get_master_addr_by_name(
+                    "herdermaster"
+                ):
                     break
             except redis.RedisError:
                 pass
@@ -154,6 +159,22 @@ async def test_sentinel_connection(sentinel: tuple[RedisProc, int]) -> None:
         r = await c.enqueue("default", "echo", {"via": "sentinel"})
         assert (await wait_state(c, r.id, "succeeded")).result == {"via": "sentinel"}
     assert redis.Redis(port=master.port).exists(f"herder:{{default}}:job:{r.id}")
+
+
+@pytest.mark.parametrize("sentinel", ["s3ntinel-pw"], ids=["requirepass"], indirect=True)
+async def test_sentinel_with_its_own_password(sentinel: tuple[RedisProc, int]) -> None:
+    """Sentinels with `requirepass`: HERDER_REDIS_SENTINEL_PASSWORD reaches them; without it the
+    master cannot be found (redis-py says which), and nothing is written."""
+    master, sport = sentinel
+    base = {"redis_sentinels": f"127.0.0.1:{sport}", "redis_sentinel_master": "herdermaster"}
+    async with HerderClient(HerderSettings(**base, redis_connect_timeout=1)) as c:
+        with pytest.raises(redis.exceptions.ConnectionError, match="herdermaster"):
+            await c.enqueue("default", "echo", {"via": "sentinel"})
+    assert not redis.Redis(port=master.port).keys("herder:*")
+    s = HerderSettings(**base, redis_sentinel_password="s3ntinel-pw")
+    async with HerderClient(s) as c, running_worker(s):
+        r = await c.enqueue("default", "echo", {"via": "sentinel"})
+        assert (await wait_state(c, r.id, "succeeded")).result == {"via": "sentinel"}
 
 
 async def test_a_pooled_connection_the_server_closed_is_replaced_before_use(settings: HerderSettings) -> None:

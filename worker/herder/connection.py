@@ -437,9 +437,15 @@ def redis_client(settings: HerderSettings) -> Any:
             kwargs["ssl"] = True
         # A sentinel that accepts but never answers (stopped, partitioned) must not hang every
         # new connection: past the timeout the next sentinel is asked.
-        timeouts = {"socket_connect_timeout": settings.redis_connect_timeout}
-        timeouts["socket_timeout"] = settings.redis_connect_timeout
-        sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": settings.redis_connect_timeout,
+            "socket_timeout": settings.redis_connect_timeout,
+        }
+        if settings.redis_sentinel_username:
+            sentinel_kwargs["username"] = settings.redis_sentinel_username
+        if settings.redis_sentinel_password is not None:
+            sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         master: ArqRedis = sentinel.master_for(
             settings.redis_sentinel_master,
             redis_class=ArqRedis,

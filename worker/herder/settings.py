@@ -28,6 +28,10 @@ class HerderSettings(BaseSettings):
     # Sentinel: "host:port,host:port" plus the master's name.
     redis_sentinels: str | None = None
     redis_sentinel_master: str = "mymaster"
+    # The sentinels' own ACL user/password (Sentinel `requirepass` / `user`), when they have one;
+    # redis_username/redis_password are the master's.
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: SecretStr | None = None
     # Redis Cluster: redis_url names any node; the client learns the others from it. Every key of
     # a queue carries the queue's hash tag, so a queue lives in one slot (docs/runtime.md).
     redis_cluster: bool = False
