@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from herder import recent, replies
 from herder.connection import redis_client
 from herder.errors import CorruptData, InvalidInput, NotFound
+from herder.fastlane import FastLane
 from herder.keys import (
     RESERVED_ID_PREFIX,
     QueueKeys,
@@ -75,6 +76,8 @@ class HerderClient:
         # Typed as Any: redis-py's annotations mix sync and async return types.
         self.redis: Any = redis if redis is not None else redis_client(self.settings)
         self.scripts = Scripts.register(self.redis)
+        # The enqueue script's own lean connection (herder.fastlane), for a plain redis:// URL.
+        self._fast = FastLane.for_settings(self.settings) if redis is None else None
         self._known_queues: set[str] = set()
         self._queue_keys: dict[str, QueueKeys] = {}
 
@@ -91,6 +94,8 @@ class HerderClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._fast is not None:
+            await self._fast.aclose()
         await self.redis.aclose()
 
     def keys(self, queue: str) -> QueueKeys:
@@ -144,7 +149,10 @@ class HerderClient:
             await self._precheck_new_queue(keys, specs)
             await self.redis.sadd(queues_key(self.settings.key_prefix), queue)
         try:
-            rows = await self.scripts.enqueue(keys, json.dumps(specs))
+            if self._fast is not None:
+                rows = await self._fast.script(self.scripts.enqueue, keys, json.dumps(specs))
+            else:
+                rows = await self.scripts.enqueue(keys, json.dumps(specs))
         except ResponseError as exc:
             invalid = replies.invalid_from_error(str(exc))
             if invalid is not None:
