@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 
 from herder.health import serve
-from herder_operator.pools.ranking import PodRank, removal_blocker
+from herder_operator.pools.ranking import DRAIN_COST, PodRank, at_removal, removal_blocker
 
 
 def p(
@@ -51,6 +51,24 @@ def test_only_the_first_n_of_the_chosen_need_to_lead() -> None:
     assert removal_blocker(pods, 2, ["a", "b"]) is not None  # b (Ready) would lose to c
     assert removal_blocker(pods, 3, ["a", "b"]) is not None  # more than chosen
     assert removal_blocker(pods, 0, []) is None
+
+
+def test_a_removed_pod_leads_the_drainees_still_finishing() -> None:
+    # CI, load ~10: "busy" was drained on a stale tie and still runs a job; "idle" is drained and
+    # removable. Both not Ready with the drain cost: a tie, so the scale-down was held until the
+    # busy one's drain timeout (then its job is handed back).
+    pods = [
+        p("busy", ready=False, cost=DRAIN_COST),
+        p("idle", ready=False, cost=DRAIN_COST),
+        p("serving", ready=False),
+    ]
+    assert removal_blocker(pods, 1, ["idle"]) is not None
+    # scale_to gives the removed pod a lower cost than the drain cost first: it goes alone.
+    assert removal_blocker(at_removal(pods, ["idle"]), 1, ["idle"]) is None
+    # Still only as many as were chosen, and never ahead of a pod ranked earlier on keys 1-3.
+    assert removal_blocker(at_removal(pods, ["idle"]), 2, ["idle"]) is not None
+    pending = [p("x", phase="Pending", ready=False), *pods]
+    assert removal_blocker(at_removal(pending, ["idle"]), 1, ["idle"]) is not None
 
 
 def test_worker_readiness_fails_while_draining() -> None:

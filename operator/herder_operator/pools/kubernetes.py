@@ -13,10 +13,16 @@ from typing import Any
 
 from herder_operator.admission import PASSWORD_KEY, URL_KEY, USERNAME_KEY
 from herder_operator.pools.ranking import DELETION_COST as DELETION_COST
-from herder_operator.pools.ranking import PodRank, rank_of, removal_blocker
+from herder_operator.pools.ranking import (
+    DRAIN_COST,
+    REMOVE_COST,
+    PodRank,
+    at_removal,
+    rank_of,
+    removal_blocker,
+)
 from herder_operator.spec import GROUP, TaskQueueSpec
 
-REMOVE_COST = "-1000"  # below the default 0 of every other pod: the ReplicaSet deletes these first
 LABEL_TQ = f"{GROUP}/taskqueue"
 LABEL_QUEUE = f"{GROUP}/queue"
 GRACE_SLACK_SECONDS = 15  # beyond the drain timeout: time to hand jobs back and leave the registry
@@ -270,7 +276,10 @@ class KubernetesPool:
         self.name = deployment_name(tq_name)
         self.spec = spec
         self.url_in_secret = False  # set by the handlers once they have read the Secret
-        self._marked: set[str] = set()  # pods carrying REMOVE_COST, as of the last members()
+        self._marked: set[str] = set()  # pods carrying DRAIN_COST, as of the last members()
+        # Pods carrying REMOVE_COST (given by scale_to): mark() leaves them alone until they are
+        # gone, as the ReplicaSet may act after our next step.
+        self._removing: set[str] = set()
 
     async def ensure(self, owner: dict[str, Any]) -> bool:
         """Create the Deployment, or bring its template up to date. Returns True when created."""
@@ -318,12 +327,10 @@ class KubernetesPool:
 
     async def members(self) -> list[str]:
         pods = await self._pods()
-        self._marked = {
-            str(p.metadata.name)
-            for p in pods
-            if (p.metadata.annotations or {}).get(DELETION_COST) == REMOVE_COST
-        }
-        return sorted(str(p.metadata.name) for p in pods)
+        costs = {str(p.metadata.name): (p.metadata.annotations or {}).get(DELETION_COST) for p in pods}
+        self._marked = {n for n, c in costs.items() if c == str(DRAIN_COST)}
+        self._removing = {n for n, c in costs.items() if c == str(REMOVE_COST)}
+        return sorted(costs)
 
     async def _annotate(self, pod: str, value: str | None) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -340,24 +347,34 @@ class KubernetesPool:
     async def mark(self, draining: Sequence[str]) -> None:
         """Give exactly the draining pods the low deletion cost; take it off every other pod
         (an undrained or reused worker must not stay first in line)."""
-        want = set(draining)
-        marked = self._marked
+        want = set(draining) - self._removing
+        marked = self._marked - self._removing
         for pod in sorted(want - marked):
-            await self._annotate(pod, REMOVE_COST)
+            await self._annotate(pod, str(DRAIN_COST))
         for pod in sorted(marked - want):
             await self._annotate(pod, None)  # merge patch: null deletes the key
         self._marked = set(want)
 
     async def removal_blocker(self, replicas: int, remove: Sequence[str]) -> str | None:
         """Why lowering replicas to `replicas` now could delete a pod not in `remove` (None: safe)."""
-        ranks: list[PodRank] = [rank_of(p) for p in await self._pods()]
+        # As the ReplicaSet will rank them: scale_to gives the removed pods REMOVE_COST first.
+        ranks: list[PodRank] = at_removal([rank_of(p) for p in await self._pods()], remove)
         return removal_blocker(ranks, len(ranks) - replicas, remove)
 
     async def scale_to(self, replicas: int, remove: Sequence[str] = ()) -> None:
-        # Costs first (normally set when the drain began): the ReplicaSet reads them when replicas drop.
+        # Costs first: the ReplicaSet reads them when replicas drop. Lower than DRAIN_COST, so the
+        # removed pods lead the drainees still finishing their jobs rather than tie with them.
         for pod in remove:
-            if pod not in self._marked:
-                await self._annotate(pod, REMOVE_COST)
+            if pod not in self._removing:
+                await self._annotate(pod, str(REMOVE_COST))
+                self._removing.add(pod)
+                self._marked.discard(pod)
+        if not remove and self._removing:
+            live = {str(p.metadata.name) for p in await self._pods()}
+            if replicas >= len(live):  # a removal overtaken by a scale-up: those pods stay
+                for pod in sorted(self._removing & live):
+                    await self._annotate(pod, None)
+                self._removing.clear()
         patch = {"spec": {"replicas": replicas}}
         await asyncio.to_thread(
             self.apps.patch_namespaced_deployment, self.name, self.namespace, patch, _content_type=MERGE_PATCH

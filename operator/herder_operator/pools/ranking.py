@@ -18,11 +18,17 @@ decide which pod goes. docs/scaling.md explains how it gets there.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# Below the default 0 of every other pod: the ReplicaSet deletes these first. A pod still draining
+# carries DRAIN_COST; one being removed now goes lower still, so that it leads every drainee still
+# finishing its jobs instead of tying with it (a tie is decided by clocks and UIDs).
+DRAIN_COST = -1000
+REMOVE_COST = -2000
 PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
@@ -69,6 +75,12 @@ def rank_of(pod: Any) -> PodRank:
         ready=ready,
         cost=_cost(meta.annotations),
     )
+
+
+def at_removal(pods: Sequence[PodRank], remove: Sequence[str]) -> list[PodRank]:
+    """The ranks as the ReplicaSet sees them once the pods in `remove` carry REMOVE_COST."""
+    wanted = set(remove)
+    return [dataclasses.replace(p, cost=REMOVE_COST) if p.name in wanted else p for p in pods]
 
 
 def removal_blocker(pods: Sequence[PodRank], delete: int, remove: Sequence[str]) -> str | None:
