@@ -9,7 +9,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herder_operator.policy import Decision, History, Observation, WorkerView, decide, recommend
+from herder_operator.policy import (
+    Decision,
+    History,
+    Observation,
+    WorkerView,
+    decide,
+    recommend,
+    swap_busy_drainees,
+)
 from herder_operator.spec import TaskQueueSpec
 
 
@@ -270,3 +278,35 @@ def test_idle_queue_scales_to_zero_exactly_when_cooldown_has_passed(
         assert d.desired == 0, d
     if idle_for < spec.scale_down.cooldown_seconds:
         assert d.desired > 0, d
+
+
+def test_a_busy_drainee_is_swapped_for_an_idle_worker() -> None:
+    # CI, load ~10: three workers reported one job each (a heartbeat old; two jobs were active),
+    # the tie went by id and the worker running a 600 s job was drained. Once the counts settle,
+    # it goes back to work and the idle one drains instead.
+    ws = (
+        WorkerView("a", 1, draining=True),
+        WorkerView("b", 0, draining=True),  # drained: nothing to correct
+        WorkerView("c", 0),
+        WorkerView("d", 1),
+    )
+    assert swap_busy_drainees(ws, ["a", "b"]) == (("a",), ("c",))
+    # A drain someone else asked for (`herder drain`) stands.
+    assert swap_busy_drainees(ws, ["b"]) == ((), ())
+    # No idle worker to take its place: nothing changes.
+    assert swap_busy_drainees(ws[:2] + ws[3:], ["a", "b"]) == ((), ())
+    # An unregistered member holds nothing: it goes first; the busiest drainee is swapped first.
+    more = (WorkerView("e", 3, draining=True), WorkerView("f", registered=False), *ws)
+    assert swap_busy_drainees(more, ["a", "e"]) == (("e", "a"), ("f", "c"))
+
+
+@given(workers(), st.sets(st.sampled_from([f"w{i}" for i in range(12)])))
+def test_swaps_pair_busy_drainees_with_idle_workers(ws: tuple[WorkerView, ...], ours: set[str]) -> None:
+    undrain, drain = swap_busy_drainees(ws, ours)
+    by_id = {w.id: w for w in ws}
+    assert len(undrain) == len(drain) and not set(undrain) & set(drain)
+    assert all(by_id[i].draining and i in ours and by_id[i].in_flight > 0 for i in undrain)
+    assert all(not by_id[i].draining and by_id[i].in_flight == 0 for i in drain)
+    busy = [w for w in ws if w.draining and w.id in ours and w.in_flight > 0]
+    idle = [w for w in ws if not w.draining and w.in_flight == 0]
+    assert len(drain) == min(len(busy), len(idle))

@@ -11,7 +11,7 @@ Terms:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from herder_operator.spec import TaskQueueSpec
@@ -101,6 +101,28 @@ def choose_undrain(workers: Sequence[WorkerView], n: int) -> tuple[str, ...]:
     """Draining workers to reuse: the busiest first, as they would take longest to go away."""
     draining = sorted((w for w in workers if w.draining), key=lambda w: (-w.in_flight, w.id))
     return tuple(w.id for w in draining[: max(0, n)])
+
+
+def swap_busy_drainees(
+    workers: Sequence[WorkerView], ours: Collection[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(drainees to undrain, serving workers to drain instead): each of our drainees that runs a
+    job is swapped for a serving worker that runs none.
+
+    `choose_drain` ranks by in-flight counts that are a heartbeat old, so a tie can send a busy
+    worker to drain while another has just gone idle; left alone, that worker's jobs are handed
+    back at the drain timeout. Once the counts settle this puts the choice right. Only drainees
+    in `ours` (the operator's own choices) are swapped: a `herder drain` by a person stands.
+    """
+    busy = sorted(
+        (w for w in workers if w.draining and w.id in ours and w.in_flight > 0),
+        key=lambda w: (-w.in_flight, w.id),
+    )
+    idle = sorted(
+        (w for w in workers if not w.draining and w.in_flight == 0), key=lambda w: (w.registered, w.id)
+    )
+    n = min(len(busy), len(idle))
+    return tuple(w.id for w in busy[:n]), tuple(w.id for w in idle[:n])
 
 
 def prune(

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from herder.client import HerderClient
 from herder.errors import NotFound
 from herder.models import QueueStatus, WorkerInfo
-from herder_operator.policy import Decision, History, Observation, WorkerView, decide
+from herder_operator.policy import Decision, History, Observation, WorkerView, decide, swap_busy_drainees
 from herder_operator.spec import (
     Condition,
     ConditionType,
@@ -30,6 +30,7 @@ from herder_operator.spec import (
 )
 
 log = logging.getLogger(__name__)
+ADOPTED = "adopted a worker that was already draining"
 
 
 class Pool(Protocol):
@@ -256,7 +257,9 @@ class Reconciler:
         for w in status.workers:
             if w.id in present and w.draining and w.id not in self.deadlines and w.id not in decision.undrain:
                 self.deadlines[w.id] = now + spec.drain_timeout_seconds
-                self.drain_reasons[w.id] = "adopted a worker that was already draining"
+                self.drain_reasons[w.id] = ADOPTED
+        if not decision.drain and not decision.undrain:
+            await self._swap_busy_drainees(report, status, members, now)
         # The chosen pods carry the low deletion cost, and no other pod does (undrained, reused).
         await self.pool.mark(sorted(self.deadlines))
         removable = []
@@ -286,6 +289,39 @@ class Reconciler:
         for wid in removable:
             self.deadlines.pop(wid, None)
             self.drain_reasons.pop(wid, None)
+
+    async def _swap_busy_drainees(
+        self, report: StepReport, status: QueueStatus, members: list[str], now: float
+    ) -> None:
+        """Undrain a drainee we chose that turns out to run a job, and drain an idle worker instead
+        (the choice was made on heartbeat-old counts): otherwise its job is handed back at the drain
+        timeout, and it holds back the removal of the idle drainees that share its deletion cost."""
+        queue = self.spec.queue
+        ours = [w for w, r in self.drain_reasons.items() if r != ADOPTED]
+        views = observe(status, members).workers
+        busy, idle = swap_busy_drainees(views, ours)
+        in_flight = {v.id: v.in_flight for v in views}
+        for old, new in zip(busy, idle, strict=True):
+            reason = self.drain_reasons.get(old, "")
+            try:
+                await self.client.undrain_worker(queue, old)
+            except NotFound:
+                continue  # gone meanwhile: nothing to swap
+            self.deadlines.pop(old, None)
+            self.drain_reasons.pop(old, None)
+            try:
+                await self.client.drain_worker(queue, new, exit=False)
+                self.deadlines[new] = now + self.spec.drain_timeout_seconds
+            except NotFound:
+                self.deadlines[new] = now  # not registered: holds no job, remove at once
+            self.drain_reasons[new] = reason
+            report.events.append(
+                Event(
+                    "Normal",
+                    "DrainSwapped",
+                    f"draining {new} instead of {old}, which runs {in_flight.get(old, 0)} job(s): {reason}",
+                )
+            )
 
     async def _scale(self, report: StepReport, new: int, remove: Sequence[str]) -> None:
         if new == report.replicas and not remove:

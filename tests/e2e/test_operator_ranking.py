@@ -46,7 +46,8 @@ def test_scale_down_removes_only_the_drained_pods(
         minReplicas=1,
         maxReplicas=3,
         # A few seconds of window: the registry's in-flight counts (a heartbeat old) settle before
-        # the choice, so the idle pods are chosen rather than a busy one by a stale tie.
+        # the choice. Under load a stale tie may still drain the busy pod; the operator then swaps
+        # it for an idle one (DrainSwapped), and this test still sees only the idle pods go.
         scaleDown={"stabilizationSeconds": 3, "cooldownSeconds": 0},
         drainTimeoutSeconds=120,
     )
