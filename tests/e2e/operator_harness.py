@@ -35,7 +35,9 @@ T = TypeVar("T")
 
 def arun(fn: Callable[[HerderClient], Awaitable[T]], url: str) -> T:
     async def main() -> T:
-        async with HerderClient(HerderSettings(redis_url=url, redis_connect_timeout=0.5)) as c:
+        # Not 0.5 s: under load ~8 a local connect can take longer, and the probe's error fails
+        # the test (seen with test_operator_ranking). A stopped Redis still refuses at once.
+        async with HerderClient(HerderSettings(redis_url=url, redis_connect_timeout=5.0)) as c:
             return await fn(c)
 
     return asyncio.run(main())
