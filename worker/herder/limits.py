@@ -34,13 +34,17 @@ def truncation_marker(encoded: str, limit: int) -> dict[str, Any]:
     }
 
 
+# One encoder, not one per call: json.dumps builds a new JSONEncoder whenever it gets options.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_capped(value: Any, limit: int) -> str:
     """Compact JSON of `value`, or of a truncation marker when the JSON exceeds `limit` bytes.
 
     Raises ValueError/TypeError for a value that is not JSON (NaN included): the caller decides
     whether that is the task's bug (a result) or advisory (progress, logs)."""
     # ensure_ascii (the default): the JSON is ASCII, so characters are bytes.
-    encoded = json.dumps(to_jsonable_python(value), separators=(",", ":"), allow_nan=False)
+    encoded = _COMPACT.encode(to_jsonable_python(value))
     if len(encoded) > limit:
         return json.dumps(truncation_marker(encoded, limit), separators=(",", ":"))
     return encoded
