@@ -25,28 +25,28 @@ class Claimed:
     problem: str | None = None  # why the job cannot run, if its stored fields are corrupt
 
 
+def _number(problems: list[str], name: str, raw: str, default: float) -> float:
+    try:
+        v = float(raw)
+    except ValueError:
+        problems.append(f"{name} is not a number")
+        return default
+    if not math.isfinite(v):
+        problems.append(f"{name} is not finite")
+        return default
+    return v
+
+
 def decode_row(row: list[Any]) -> Claimed:
     """A claim script row -> Claimed. Never raises for a row of the right length: a field that
     cannot be decoded gets a safe value and `problem` says which field and why."""
-    job_id, task, payload_json, attempt, timeout, max_attempts, backoff_json = (
+    job_id, task, payload_json, attempt, timeout, max_attempts, backoff_json = [
         "" if v is None else str(v) for v in row
-    )
+    ]
     problems: list[str] = []
-
-    def number(name: str, raw: str, default: float) -> float:
-        try:
-            v = float(raw)
-        except ValueError:
-            problems.append(f"{name} is not a number")
-            return default
-        if not math.isfinite(v):
-            problems.append(f"{name} is not finite")
-            return default
-        return v
-
-    attempt_n = int(number("attempts", attempt, 1)) if attempt else 1
-    max_n = int(number("max_attempts", max_attempts, 1)) if max_attempts else 1
-    timeout_s = number("timeout", timeout, 0) if timeout else 0
+    attempt_n = int(_number(problems, "attempts", attempt, 1)) if attempt else 1
+    max_n = int(_number(problems, "max_attempts", max_attempts, 1)) if max_attempts else 1
+    timeout_s = _number(problems, "timeout", timeout, 0) if timeout else 0
     if timeout_s < 0:
         problems.append("timeout is negative")
         timeout_s = 0
