@@ -105,6 +105,10 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         )
         self._trend_minute = 0
         self._cron_secret: str | None = None
+        # Metric children resolved once, not per job: .labels() costs more than the update.
+        self._m_in_flight = metrics.IN_FLIGHT.labels(queue)
+        self._m_seconds: dict[str, Any] = {}
+        self._m_jobs: dict[tuple[str, str], Any] = {}
         super().__init__(
             functions=arq_functions(tasks),
             queue_name=self.keyspace.ready,
@@ -378,7 +382,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         task = asyncio.create_task(self._run(ctx, c.token, c, timeout, c.backoff_json))
         self.running[c.job_id] = Running(job_id=c.job_id, token=c.token, task=task, ctx=ctx)
         self.tasks[c.job_id] = task
-        metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
+        self._m_in_flight.set(len(self.running))
 
     def _task_timeout(self, task_name: str) -> float | None:
         """A job enqueued without a timeout (its producer did not know the task) gets this
@@ -442,9 +446,15 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         # Only registered task names become label values: a queue full of jobs naming 20k
         # unknown tasks must not create 20k series.
         label = ctx.task if ctx.task in self.taskset else metrics.UNKNOWN_TASK
-        metrics.JOB_SECONDS.labels(self.herder_queue, label).observe(elapsed)
+        seconds = self._m_seconds.get(label)
+        if seconds is None:
+            seconds = self._m_seconds[label] = metrics.JOB_SECONDS.labels(self.herder_queue, label)
+        seconds.observe(elapsed)
         final = await self._finish(ctx.job_id, token, o)
-        metrics.JOBS.labels(self.herder_queue, label, final).inc()
+        jobs = self._m_jobs.get((label, final))
+        if jobs is None:
+            jobs = self._m_jobs[label, final] = metrics.JOBS.labels(self.herder_queue, label, final)
+        jobs.inc()
         if final == "succeeded":
             self.jobs_complete += 1
         elif final in ("dead", "cancelled"):
@@ -480,7 +490,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             del self.running[run.job_id]
         if self.tasks.get(run.job_id) is run.task:
             del self.tasks[run.job_id]
-        metrics.IN_FLIGHT.labels(self.herder_queue).set(len(self.running))
+        self._m_in_flight.set(len(self.running))
         if self.draining and not self.running:
             self._next_hb = 0.0  # report "drained" now: the operator waits for it to scale down
         self.slot_event.set()
