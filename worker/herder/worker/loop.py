@@ -413,18 +413,10 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         # sets it right after creating the task); a later claim of the same id replaces it.
         me = self.running[ctx.job_id]
         started = time.time()
-        attempt = outcome.Attempt(
-            ctx.attempt,
-            self.worker_id,
-            started,
-            timeout,
-            backoff_json,
-            self.settings.max_error_chars,
-            self.settings.max_traceback_chars,
-        )
         try:
             o = outcome.Outcome("ok", await self._execute(ctx, claimed, timeout))
         except asyncio.CancelledError as exc:
+            attempt = self._attempt(ctx, started, timeout, backoff_json)
             reason_code = me.stop_reason
             current = asyncio.current_task()
             if reason_code is None and current is not None and current.cancelling() == 0:
@@ -434,6 +426,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             else:
                 o = outcome.stopped(attempt, reason_code, time.time())
         except Exception as exc:
+            attempt = self._attempt(ctx, started, timeout, backoff_json)
             cause = self._failure_cause(ctx.job_id, exc)
             o = outcome.failed(attempt, exc, time.time(), random.uniform(-1, 1), cause)
         if me.stop_reason == "lost":
@@ -475,6 +468,20 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             reason=o.reason or None,
         )
         self._forget(me)
+
+    def _attempt(
+        self, ctx: JobContext, started: float, timeout: float | None, backoff_json: str
+    ) -> outcome.Attempt:
+        """Built only when the attempt did not succeed: a success needs none of it."""
+        return outcome.Attempt(
+            ctx.attempt,
+            self.worker_id,
+            started,
+            timeout,
+            backoff_json,
+            self.settings.max_error_chars,
+            self.settings.max_traceback_chars,
+        )
 
     def _failure_cause(self, job_id: str, exc: Exception) -> BaseException | None:
         """Hook: the exception to record instead of `exc` (herder.arq records the arq
