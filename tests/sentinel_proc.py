@@ -171,6 +171,37 @@ class SentinelGroup:
     def wait_settled(self, port: int, timeout: float = 60.0) -> None:
         self._wait(lambda: self.settled(port), timeout)
 
+    def wait_settled_elsewhere(self, old_port: int, timeout: float = 180.0) -> int:
+        """Wait until the sentinels agree on a master other than `old_port` and are settled on it;
+        returns its port. On a loaded machine the sentinels may fail over once more (a starved
+        master looks down), so this follows whichever master they settle on."""
+
+        def ok() -> bool:
+            port = self.master_port()
+            return port is not None and port != old_port and self.settled(port)
+
+        self._wait(ok, timeout)
+        port = self.master_port()
+        assert port is not None
+        return port
+
+    def describe(self) -> str:
+        """Each sentinel's master and each node's role: for a failure message."""
+        views = []
+        for s in self.sentinels:
+            try:
+                views.append(str(s.client().sentinel_get_master_addr_by_name(MASTER_NAME)))
+            except redis.RedisError as exc:
+                views.append(f"error {exc}")
+        roles = []
+        for n in self.nodes:
+            try:
+                info = redis.Redis(port=n.port, socket_timeout=2, decode_responses=True).info("replication")
+                roles.append(f"{n.port}:{info.get('role')}->{info.get('master_port', '')}")
+            except redis.RedisError as exc:
+                roles.append(f"{n.port}:{type(exc).__name__}")
+        return f"sentinels see {views}; nodes {roles}"
+
     def wait_failover(self, old_port: int, timeout: float = 60.0) -> int:
         """Wait until the sentinels agree on a master other than `old_port`; returns its port."""
         self._wait(lambda: self.master_port() not in (None, old_port), timeout)
