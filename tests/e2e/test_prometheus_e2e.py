@@ -48,7 +48,8 @@ def arun(fn: Callable[[HerderClient], Awaitable[T]], url: str) -> T:
     from chaos_app import tasks
 
     async def main() -> T:
-        async with HerderClient(HerderSettings(redis_url=url, redis_connect_timeout=0.5), tasks) as c:
+        # Not 0.5 s: under load a local connect can take longer, and a probe error fails the test.
+        async with HerderClient(HerderSettings(redis_url=url, redis_connect_timeout=5.0), tasks) as c:
             return await fn(c)
 
     return asyncio.run(main())  # every alert's `for:`, shortened; expressions and windows are the chart's
