@@ -19,7 +19,6 @@ import atexit
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any, cast
 import redis
 from redis.crc import key_slot
 
-from herder.localredis import LocalRedis, free_port
+from herder.localredis import LocalRedis, cluster_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,7 +72,7 @@ class RedisClusterServer:
     def __init__(self, masters: int) -> None:
         args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         args += ["--cluster-node-timeout", "2000", "--maxmemory-policy", "noeviction"]
-        self.nodes = [LocalRedis(port=_cluster_port(), appendonly=False, extra=args) for _ in range(masters)]
+        self.nodes = [LocalRedis(port=cluster_port(), appendonly=False, extra=args) for _ in range(masters)]
 
     @property
     def url(self) -> str:
@@ -119,20 +118,6 @@ class RedisClusterServer:
 def shard_of(key: str, masters: int) -> int:
     """Index of the RedisClusterServer node (of `masters`) that serves `key`'s slot."""
     return min(key_slot(key.encode()) // (16384 // masters), masters - 1)
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    while True:
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
 
 
 def cpu_seconds(pid: int) -> float:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from typing import TypeVar
 
 import redis
 
-from redis_proc import RedisProc, free_port
+from herder.localredis import cluster_port
+from redis_proc import RedisProc
 
 T = TypeVar("T")
 
@@ -31,20 +31,6 @@ CLUSTER_ARGS = [
     "--cluster-node-timeout",
     str(NODE_TIMEOUT_MS),
 ]
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    while True:
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
 
 
 def poll(probe: Callable[[], T | None], what: str, timeout: float) -> T:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 
+from procs import stop_process
 from redis_proc import RedisProc, free_port
 
 MASTER_NAME = "herdermaster"
@@ -56,13 +57,8 @@ class SentinelProc:
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=1, decode_responses=True)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=10)
 
 
 class SentinelGroup:

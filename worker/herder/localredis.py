@@ -21,6 +21,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, for a cluster-mode node."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 class LocalRedis:
     """`start()` waits until the server answers; `stop()` ends it (and removes the directory when
     it was a temporary one); `kill()` sends a signal, for crash tests; `start()` again restarts
