@@ -62,9 +62,8 @@ if ARGV[7] == '1' then
       local why = 'lease expired: worker ' .. (f[2] or '?') .. ' stopped heartbeating'
       local extra = {'errors', errors_with(k, err_json(att, 'lease_expired', 'LeaseExpired', why, f[2],
         (tonumber(f[6]) or now) / 1000, now / 1000)), 'worker', '', 'lease', ''}
-      if not att or not max_att then  -- corrupt counters: no rule can decide, so the DLQ does
-        to_dead(jid, 'corrupt job: attempts or max_attempts is not an integer; ' .. why, now, extra)
-        resolve_children(jid, false, 'failed', now)
+      if dead_if_corrupt(jid, att, max_att, why, now, extra) then
+        -- dead-lettered: corrupt counters (even when a cancel was asked for)
       elseif f[5] == '1' then
         to_cancelled(jid, now, extra)
         resolve_children(jid, false, 'was cancelled', now)
@@ -142,8 +141,7 @@ if paused == 0 and draining == 0 and n > 0 then
     if not att then
       -- Corrupt: dead-lettered, never claimed, and never a script error that would fail every
       -- claim reaching this job (after the batch had left the ready set).
-      to_dead(id, 'corrupt job: attempts is not an integer', now)
-      resolve_children(id, false, 'failed', now)
+      to_dead_failed(id, 'corrupt job: attempts is not an integer', now)
     else
       local extra = nil
       if not f[4] or f[4] == '' then

@@ -29,14 +29,9 @@ for i = 4, #ARGV, 6 do
     else
       -- stored with the new state, in the transition's HSET
       local extra = {'errors', errors_with(k, data), 'lease', '', 'worker', ''}
+      -- nil when corrupt: the transition helpers dead-letter such a job (dead_if_corrupt)
       local att, max_att = int_field(f[4]), int_field(f[5])
-      if (outcome == 'handback' or outcome == 'retry') and not (att and max_att) then
-        -- Corrupt counters (the hash is producer-writable): no rule can decide, the DLQ does;
-        -- never a script error, which would leave the rest of the batch unwritten.
-        to_dead(id, 'corrupt job: attempts or max_attempts is not an integer; ' .. reason, now, extra)
-        resolve_children(id, false, 'failed', now)
-        out[#out + 1] = 'dead'
-      elseif outcome == 'handback' then
+      if outcome == 'handback' then
         out[#out + 1] = after_handback(id, att, max_att, reason, now, extra)
       elseif outcome == 'retry' then
         out[#out + 1] = after_failed_attempt(id, att, max_att, delay, reason, now, extra)
@@ -45,9 +40,7 @@ for i = 4, #ARGV, 6 do
         resolve_children(id, false, 'was cancelled', now)
         out[#out + 1] = 'cancelled'
       else
-        to_dead(id, reason, now, extra)
-        resolve_children(id, false, 'failed', now)
-        out[#out + 1] = 'dead'
+        out[#out + 1] = to_dead_failed(id, reason, now, extra)
       end
     end
   end

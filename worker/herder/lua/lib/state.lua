@@ -140,11 +140,26 @@ end
 -- when attempts are exhausted, else retried after `delay_ms` (0: ready at once). The job is
 -- already off the lease set (or leaves it with this script). `extra`: fields stored with the new
 -- state (the failure history, the cleared lease). Returns the new state.
+-- A job that failed for good: dead, and its waiting children resolved as failed.
+local function to_dead_failed(id, reason, now, extra)
+  to_dead(id, reason, now, extra)
+  resolve_children(id, false, 'failed', now)
+  return 'dead'
+end
+
+-- Counters that are not integers (int_field gave nil: the hash is producer-writable): no rule can
+-- decide, so the dead-letter queue does; never a script error, which would leave the writes made
+-- so far (the rest of a batch) half done.
+local function dead_if_corrupt(id, attempts, max_attempts, reason, now, extra)
+  if attempts and max_attempts then return nil end
+  return to_dead_failed(id, 'corrupt job: attempts or max_attempts is not an integer; ' .. reason, now, extra)
+end
+
 local function after_failed_attempt(id, attempts, max_attempts, delay_ms, reason, now, extra)
+  local corrupt = dead_if_corrupt(id, attempts, max_attempts, reason, now, extra)
+  if corrupt then return corrupt end
   if attempts_exhausted(attempts, max_attempts) then
-    to_dead(id, 'out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now, extra)
-    resolve_children(id, false, 'failed', now)
-    return 'dead'
+    return to_dead_failed(id, 'out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now, extra)
   end
   count_stat('retried')
   if delay_ms > 0 then
@@ -159,13 +174,13 @@ end
 -- handback_is_free, else it spends the attempt (dead when that was the last one). `extra` as for
 -- after_failed_attempt.
 local function after_handback(id, attempts, max_attempts, reason, now, extra)
+  local corrupt = dead_if_corrupt(id, attempts, max_attempts, reason, now, extra)
+  if corrupt then return corrupt end
   local hb = redis.call('HINCRBY', job_key(id), 'handbacks', 1)
   if handback_is_free(hb) then
     redis.call('HINCRBY', job_key(id), 'attempts', -1)
   elseif attempts_exhausted(attempts, max_attempts) then
-    to_dead(id, 'handed back ' .. hb .. ' times, out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now, extra)
-    resolve_children(id, false, 'failed', now)
-    return 'dead'
+    return to_dead_failed(id, 'handed back ' .. hb .. ' times, out of attempts (' .. attempts .. '/' .. max_attempts .. '): ' .. reason, now, extra)
   end
   count_stat('handed_back')
   to_ready(id, true, nil, extra)
