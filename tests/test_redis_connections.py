@@ -211,7 +211,7 @@ async def test_a_write_that_cannot_finish_times_out_and_drops_the_connection(
     async with HerderClient(HerderSettings(redis_url=redis_server.url)) as c:
         await c.redis.ping()
         if sys.version_info < (3, 12):
-            assert c.redis.connection_pool.connection_class.__name__ == "InPlaceConnection"
+            assert c.redis.connection_pool.connection_class.__name__ == "FastConnection"
         assert redis_server.proc is not None
         os.kill(redis_server.proc.pid, signal.SIGSTOP)
         try:
@@ -221,3 +221,34 @@ async def test_a_write_that_cannot_finish_times_out_and_drops_the_connection(
             os.kill(redis_server.proc.pid, signal.SIGCONT)
         assert await c.redis.ping()
         assert await c.redis.exists("big") == 0
+
+
+async def test_commands_are_packed_by_hiredis_byte_for_byte_as_redis_py_packs_them(
+    redis_server: RedisProc,
+) -> None:
+    """The pool's connections pack commands in C (hiredis); what hiredis refuses (lone
+    surrogates from surrogateescape-decoded data, a command name with a space, None) goes
+    through redis-py: the same bytes, the same DataError, and corrupt bytes still round-trip."""
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    async with HerderClient(HerderSettings(redis_url=redis_server.url)) as c:
+        conn = c.redis.connection_pool.make_connection()
+        assert type(conn).__name__ == "FastConnection"
+        plain = Connection(encoding_errors="surrogateescape")
+        cases: list[tuple[object, ...]] = [
+            ("SET", "k", "v"),
+            ("EVALSHA", "a" * 40, 1, "k", 2.5, 1e20, -3, b"\x00\xff", "\u00e9\u4e2d"),
+            ("SET", "k", "\udcff"),
+            ("CONFIG GET", "maxmemory"),
+            (b"PING",),
+        ]
+        for args in cases:
+            assert b"".join(conn.pack_command(*args)) == b"".join(plain.pack_command(*args)), args
+        for bad in (None, True, [1]):
+            with pytest.raises(DataError):
+                conn.pack_command("SET", "k", bad)
+        await c.redis.set("raw", "\udcff\u00e9")
+        assert await c.redis.get("raw") == "\udcff\u00e9"
+        async with redis.asyncio.Redis.from_url(redis_server.url) as raw:
+            assert await raw.get("raw") == b"\xff\xc3\xa9"
