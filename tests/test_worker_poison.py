@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from helpers import running_worker, wait_state
 from herder.backoff import Backoff
@@ -90,3 +93,37 @@ async def test_a_finish_write_failing_in_the_client_library_answers_error_instea
         asyncio.gather(*(batcher.finish(f"j{i}", "1", Outcome("ok", "{}")) for i in range(3))), 30
     )
     assert states == ["error"] * 3
+
+
+async def test_one_jobs_after_finish_step_failing_does_not_cost_the_batchs_other_jobs_theirs(
+    client: HerderClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job's task hands its outcome to the batched write and ends; what follows the write
+    (counting, logging, freeing the slot) runs as a callback per job. One callback that raises
+    must not leave the batch's other jobs unfinished (their slots taken for ever)."""
+    from herder.scripts import Scripts
+    from herder.worker.finishing import FinishBatcher
+    from herder.worker.outcome import Outcome
+
+    batcher = FinishBatcher(
+        Scripts.register(client.redis), client.keys("default"), "w1", 60_000, client.redis
+    )
+    seen: list[tuple[str, str]] = []
+    all_done = asyncio.Event()
+
+    def done(job: str) -> Callable[[str], None]:
+        def after(state: str) -> None:
+            if job == "j1":
+                raise RuntimeError("bookkeeping bug")
+            seen.append((job, state))
+            if len(seen) == 2:
+                all_done.set()
+
+        return after
+
+    for i in range(3):
+        batcher.submit(f"j{i}", "1", Outcome("ok", "{}"), done(f"j{i}"))
+    await asyncio.wait_for(all_done.wait(), 30)
+    assert seen == [("j0", "stale"), ("j2", "stale")]  # no such jobs leased: stale, and answered
+    printed = capsys.readouterr()  # structlog prints to stdout unless herder.logs configured it
+    assert "after-finish step failed" in printed.out + printed.err

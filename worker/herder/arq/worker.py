@@ -66,6 +66,8 @@ class Worker(HerderWorker):
     are accepted and unused (Herder blocks in Redis instead of polling); serializers are
     ignored (jobs are JSON)."""
 
+    finish_in_batch = False  # _finish runs arq's per-job hooks after the write
+
     def __init__(
         self,
         functions: Sequence[Function | Callable[..., Any]] = (),

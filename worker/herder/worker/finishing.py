@@ -6,6 +6,7 @@ that another worker now owns."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -29,16 +30,28 @@ class FinishBatcher:
         self.keyspace = keyspace
         self.worker_id = worker_id
         self.keep_result_ms = keep_result_ms
-        self._buf: list[tuple[list[str], asyncio.Future[str]]] = []
+        self._buf: list[tuple[list[str], Callable[[str], None]]] = []
+        self._flushes: set[asyncio.Future[None]] = set()
+
+    def submit(self, job_id: str, token: str, o: Outcome, done: Callable[[str], None]) -> None:
+        """Queue this attempt's outcome for the next batched write; `done` is called with the
+        job's resulting state ("stale" when the lease had moved on) once it is stored. The job's
+        task need not wait for it: a callback per job costs a fraction of a future, a shield and
+        one more step of the task."""
+        self._buf.append(([job_id, token, o.outcome, o.data, str(o.delay_ms), o.reason], done))
+        if len(self._buf) == 1:
+            asyncio.get_running_loop().call_soon(self._start_flush)
 
     async def finish(self, job_id: str, token: str, o: Outcome) -> str:
-        """Queue this attempt's outcome for the next batched write; wait until it is stored.
-        Returns the job's resulting state (or "stale" when the lease had moved on)."""
+        """`submit`, then wait until the outcome is stored; returns the job's resulting state."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._buf.append(([job_id, token, o.outcome, o.data, str(o.delay_ms), o.reason], fut))
-        if len(self._buf) == 1:
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.flush()))
+        self.submit(job_id, token, o, lambda state: None if fut.done() else fut.set_result(state))
         return await asyncio.shield(fut)
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._flushes.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._flushes.discard)
 
     async def flush(self) -> None:
         batch, self._buf = self._buf, []
@@ -80,6 +93,8 @@ class FinishBatcher:
                 )
             except RedisError as exc:
                 log.info("recent-jobs index not updated", error=str(exc))
-        for (_, fut), state in zip(batch, out, strict=True):
-            if not fut.done():
-                fut.set_result(state)
+        for (_, done), state in zip(batch, out, strict=True):
+            try:
+                done(state)
+            except Exception as exc:  # one job's bookkeeping must not cost the others theirs
+                log.error("after-finish step failed", error=str(exc), exc_info=True)
