@@ -60,7 +60,7 @@ async def test_queues_spread_over_masters_and_every_script_stays_in_its_slot(
             claim = await scripts.claim(keys, "w1", 2, 10_000, "[]", hb, "1")
             (a, _t, _p, tok_a, *_), (b, _t2, _p2, tok_b, *_) = claim[0]
             assert await scripts.progress(keys, a, str(tok_a), "w1", '{"pct": 50}') == 1
-            out = await scripts.finish(keys, "w1", "60000", a, str(tok_a), "ok", "1", "0", "",
+            out = await scripts.finish(keys, "w1", "60000", "10000", a, str(tok_a), "ok", "1", "0", "",
                                        b, str(tok_b), "dead", "{}", "0", "boom")  # fmt: skip
             assert out == ["succeeded", "dead"]
             assert [r[0] for r in await scripts.replay(keys, b)] == ["ok"]

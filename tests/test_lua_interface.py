@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from herder.backoff import Backoff, retry_delay
+from herder.browse import Browser
 from herder.client import HerderClient, JobRequest
 from herder.keys import KEY_FAMILIES, QUEUE_KEYS
 from herder.scripts import (
@@ -167,13 +168,37 @@ async def test_a_finish_batch_expires_results_and_logs_and_releases_children(
         args: list[str] = []
         for jid in (logged.id, plain.id):
             args += [jid, tokens[jid], "ok", "null", "0", ""]
-        assert await c.scripts.finish(keys, "w", 60_000, *args) == ["succeeded", "succeeded"]
+        assert await c.scripts.finish(keys, "w", 60_000, 10_000, *args) == ["succeeded", "succeeded"]
         for key in (keys.job(logged.id), keys.job(plain.id), keys.log(logged.id)):
             assert 0 < await c.redis.pttl(key) <= 60_000, key
         assert not await c.redis.exists(keys.log(plain.id), keys.children(logged.id))
         assert (await c.get_job(child.id, "fq")).state == "ready"
         assert await c.redis.zcard(keys.active) == 0
         assert (await c.status("fq")).counters["succeeded"] == 2
+
+
+async def test_a_finish_batch_notes_succeeded_and_cancelled_ids_in_the_bounded_recent_index(
+    settings: HerderSettings,
+) -> None:
+    """finish.lua writes the browse index of finished jobs (herder.recent) with the outcomes, in
+    the same call: succeeded and cancelled ids, each under its state, other outcomes not; past
+    the cap plus 1/32 the index is trimmed back to the cap (ARGV 4)."""
+    async with HerderClient(settings) as c:
+        keys = c.keys("rq")
+        jobs = [await c.enqueue("rq", "echo", {"n": i}) for i in range(40)]
+        reply = await c.scripts.claim(keys, "w", 40, 60_000, "[]", "", "0")
+        tokens = {row[0]: str(row[3]) for row in reply[0]}
+        outcomes = ["ok"] * 37 + ["cancelled", "retry", "dead"]
+        args: list[str] = []
+        for j, outcome in zip(jobs, outcomes, strict=True):
+            args += [j.id, tokens[j.id], outcome, "null" if outcome == "ok" else "{}", "0", "x"]
+        out = await c.scripts.finish(keys, "w", 60_000, 32, *args)
+        assert out == ["succeeded"] * 37 + ["cancelled", "ready", "dead"]  # retry, no delay: ready
+        succeeded = await c.redis.zrange(keys.recent("succeeded"), 0, -1)
+        assert len(succeeded) == 32 and set(succeeded) <= {j.id for j in jobs[:37]}  # 37 > 32 + 1: trimmed
+        assert await c.redis.zrange(keys.recent("cancelled"), 0, -1) == [jobs[37].id]
+        page = await Browser(c.redis, keys).page("succeeded", limit=100)  # what the dashboard lists
+        assert {row["id"] for row in page.items} == set(succeeded) and page.total == 32
 
 
 async def test_scripts_are_loaded_again_after_a_script_flush(settings: HerderSettings) -> None:
@@ -244,7 +269,7 @@ async def test_finishing_a_job_with_corrupt_counters_dead_letters_it_and_stores_
         await c.redis.hset(keys.job(bad.id), "max_attempts", "many")
         err = '{"attempt": 1, "kind": "error", "message": "boom"}'
         out = await c.scripts.finish(
-            keys, "w", "60000",
+            keys, "w", "60000", "10000",
             bad.id, tokens[bad.id], outcome, err, "0", "boom",
             mate.id, tokens[mate.id], "ok", "1", "0", "",
         )  # fmt: skip

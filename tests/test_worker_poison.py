@@ -88,7 +88,7 @@ async def test_a_finish_write_failing_in_the_client_library_answers_error_instea
             raise RuntimeError("dictionary changed size during iteration")
 
     faulty = dataclasses.replace(Scripts.register(client.redis), finish=FaultyFinish())
-    batcher = FinishBatcher(faulty, client.keys("default"), "w1", 60_000, client.redis)
+    batcher = FinishBatcher(faulty, client.keys("default"), "w1", 60_000)
     states = await asyncio.wait_for(
         asyncio.gather(*(batcher.finish(f"j{i}", "1", Outcome("ok", "{}")) for i in range(3))), 30
     )
@@ -105,9 +105,7 @@ async def test_one_jobs_after_finish_step_failing_does_not_cost_the_batchs_other
     from herder.worker.finishing import FinishBatcher
     from herder.worker.outcome import Outcome
 
-    batcher = FinishBatcher(
-        Scripts.register(client.redis), client.keys("default"), "w1", 60_000, client.redis
-    )
+    batcher = FinishBatcher(Scripts.register(client.redis), client.keys("default"), "w1", 60_000)
     seen: list[tuple[str, str]] = []
     all_done = asyncio.Event()
 

@@ -36,6 +36,7 @@ def truncation_marker(encoded: str, limit: int) -> dict[str, Any]:
 
 # One encoder, not one per call: json.dumps builds a new JSONEncoder whenever it gets options.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_PLAIN = (dict, list, str, int, float, bool, type(None))
 
 
 def encode_capped(value: Any, limit: int) -> str:
@@ -44,7 +45,12 @@ def encode_capped(value: Any, limit: int) -> str:
     Raises ValueError/TypeError for a value that is not JSON (NaN included): the caller decides
     whether that is the task's bug (a result) or advisory (progress, logs)."""
     # ensure_ascii (the default): the JSON is ASCII, so characters are bytes.
-    encoded = _COMPACT.encode(to_jsonable_python(value))
+    try:  # plain JSON data (most results) needs no conversion: it costs as much as the encoding
+        encoded = _COMPACT.encode(value) if type(value) in _PLAIN else None
+    except (TypeError, ValueError):
+        encoded = None  # a value inside needs converting (or is NaN): as below
+    if encoded is None:
+        encoded = _COMPACT.encode(to_jsonable_python(value))
     if len(encoded) > limit:
         return json.dumps(truncation_marker(encoded, limit), separators=(",", ":"))
     return encoded

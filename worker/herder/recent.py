@@ -1,8 +1,9 @@
 """The browse index of recently finished jobs (`succeeded`, `cancelled`): neither state has a
-set of its own in the queue's schema, so after the state change is stored (atomically, by its
-script) the writer adds the id here in a separate pipeline step. The index is advisory and
-bounded: trimmed back to RECENT_KEPT ids per state (newest kept) on about one write in 32; readers skip ids whose job is gone or
-has moved on to another state."""
+set of its own in the queue's schema. The worker's finish script writes it with the outcomes
+(lua/finish.lua); a cancel of a job no worker holds adds the id here after its script, in a
+separate pipeline step. The index is advisory and bounded: trimmed back to RECENT_KEPT ids per
+state (newest kept) now and then; readers skip ids whose job is gone or has moved on to another
+state."""
 
 from __future__ import annotations
 

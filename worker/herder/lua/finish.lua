@@ -2,7 +2,8 @@
 -- (same worker, same attempt token) may finish a job, so a worker that lost its lease cannot
 -- overwrite the outcome of the worker that took the job over.
 -- KEYS: ready readyc scheduled waiting active dead stats wake
--- ARGV: 1 key base, 2 worker id, 3 keep_result ms, then groups of 6: id, token, outcome
+-- ARGV: 1 key base, 2 worker id, 3 keep_result ms, 4 ids kept per state in the recent index
+--       (herder.recent.RECENT_KEPT), then groups of 6: id, token, outcome
 --       (ok|retry|dead|handback|cancelled), data (result JSON or error JSON), delay ms, reason
 -- Reply: one state per group: succeeded|scheduled|ready|dead|cancelled, or stale (not the
 --        lease holder: nothing written).
@@ -11,9 +12,29 @@
 -- @include state
 local wid = ARGV[2]
 local keep = tonumber(ARGV[3])
+local recent_cap = tonumber(ARGV[4])
 local now = now_ms()
-local out, done, succeeded = {}, {}, {}
-for i = 4, #ARGV, 6 do
+local out, done, succeeded, cancelled = {}, {}, {}, {}
+
+-- The browse index of finished jobs (herder.recent; neither state has a set of its own),
+-- advisory and bounded: trimmed back to its cap once 1/32 over, so a trim is rare.
+local function note_recent(state, ids)
+  if #ids == 0 then return end
+  local key = recent_key(state)
+  for j = 1, #ids, 500 do
+    local args = {}
+    for i = j, math.min(j + 499, #ids) do
+      args[#args + 1] = now
+      args[#args + 1] = ids[i]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+  if redis.call('ZCARD', key) > recent_cap + math.floor(recent_cap / 32) then
+    redis.call('ZREMRANGEBYRANK', key, 0, -recent_cap - 1)
+  end
+end
+
+for i = 5, #ARGV, 6 do
   local id, tok, outcome, data, delay, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
   local k = job_key(id)
   local f = redis.call('HMGET', k, 'state', 'lease', 'worker', 'attempts', 'max_attempts')
@@ -38,6 +59,7 @@ for i = 4, #ARGV, 6 do
       elseif outcome == 'cancelled' then
         to_cancelled(id, now, extra)
         resolve_children(id, false, 'was cancelled', now)
+        cancelled[#cancelled + 1] = id
         out[#out + 1] = 'cancelled'
       else
         out[#out + 1] = to_dead_failed(id, reason, now, extra)
@@ -57,6 +79,8 @@ end
 for j = 1, #done, 1000 do
   redis.call('ZREM', K_ACTIVE, unpack(done, j, math.min(j + 999, #done)))
 end
+note_recent('succeeded', succeeded)
+note_recent('cancelled', cancelled)
 flush_stats()
 flush_wakes()
 return out

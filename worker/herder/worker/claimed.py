@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from herder.backoff import Backoff
@@ -37,6 +38,16 @@ def _number(problems: list[str], name: str, raw: str, default: float) -> float:
     return v
 
 
+@lru_cache(maxsize=256)
+def _valid_backoff(backoff_json: str) -> bool:
+    """Most jobs of a queue share a handful of policies: each is validated once."""
+    try:
+        Backoff.model_validate_json(backoff_json)
+    except ValueError:
+        return False
+    return True
+
+
 def decode_row(row: list[Any]) -> Claimed:
     """A claim script row -> Claimed. Never raises for a row of the right length: a field that
     cannot be decoded gets a safe value and `problem` says which field and why."""
@@ -60,12 +71,9 @@ def decode_row(row: list[Any]) -> Claimed:
             payload = json.loads(payload_json)
         except (ValueError, RecursionError):
             problems.append("payload is not valid JSON")
-    if backoff_json:
-        try:
-            Backoff.model_validate_json(backoff_json)
-        except ValueError:
-            problems.append("backoff is not a valid policy")
-            backoff_json = ""  # the default policy, so the failure can still be recorded
+    if backoff_json and not _valid_backoff(backoff_json):
+        problems.append("backoff is not a valid policy")
+        backoff_json = ""  # the default policy, so the failure can still be recorded
     return Claimed(
         job_id=job_id,
         task=task,

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from herder import metrics, recent
 from herder.keys import QueueKeys
@@ -22,10 +21,7 @@ log = get_logger("herder.worker")
 
 
 class FinishBatcher:
-    def __init__(
-        self, scripts: Scripts, keyspace: QueueKeys, worker_id: str, keep_result_ms: int, redis: Any = None
-    ) -> None:
-        self.redis = redis
+    def __init__(self, scripts: Scripts, keyspace: QueueKeys, worker_id: str, keep_result_ms: int) -> None:
         self.scripts = scripts
         self.keyspace = keyspace
         self.worker_id = worker_id
@@ -58,7 +54,8 @@ class FinishBatcher:
         if not batch:
             return
         queue = self.keyspace.queue
-        args = [self.worker_id, str(self.keep_result_ms)]
+        # The script also notes succeeded and cancelled ids in the browse index (herder.recent).
+        args = [self.worker_id, str(self.keep_result_ms), str(recent.RECENT_KEPT)]
         for row, _ in batch:
             args.extend(row)
         delay = 0.1
@@ -86,13 +83,6 @@ class FinishBatcher:
                     log.warning("cannot store job outcomes yet; retrying", jobs=len(batch), error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        if self.redis is not None:
-            try:  # the browse index of finished jobs: advisory, after the outcomes are stored
-                await recent.note_finished(
-                    self.redis, self.keyspace, [(row[0], st) for (row, _), st in zip(batch, out, strict=True)]
-                )
-            except RedisError as exc:
-                log.info("recent-jobs index not updated", error=str(exc))
         for (_, done), state in zip(batch, out, strict=True):
             try:
                 done(state)

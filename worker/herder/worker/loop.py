@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import time
+import weakref
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -103,7 +104,7 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self.scripts = Scripts.register(redis)
         self.client = HerderClient(self.settings, tasks, redis=redis)
         self.keep_result_ms = script_keep_ms(keep_result)
-        self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms, redis)
+        self.finisher = FinishBatcher(self.scripts, self.keyspace, self.worker_id, self.keep_result_ms)
         self.reporter = Reporter(
             redis,
             self.scripts,
@@ -116,7 +117,9 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         self._trend_minute = 0
         self._cron_secret: str | None = None
         # Metric children resolved once, not per job: .labels() costs more than the update.
-        self._m_in_flight = metrics.IN_FLIGHT.labels(queue)
+        # Read at scrape time, not set per job start and end (weakly: the registry is global).
+        me = weakref.ref(self)
+        metrics.IN_FLIGHT.labels(queue).set_function(lambda: len(w.running) if (w := me()) is not None else 0)
         self._m_seconds: dict[str, Any] = {}
         self._m_jobs: dict[tuple[str, str], Any] = {}
         # A line per success only at debug level: building it costs more than the rest of a no-op job's bookkeeping.
@@ -399,7 +402,6 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         task = asyncio.create_task(self._run(ctx, c.token, c, timeout, c.backoff_json))
         self.running[c.job_id] = Running(job_id=c.job_id, token=c.token, task=task, ctx=ctx)
         self.tasks[c.job_id] = task
-        self._m_in_flight.set(len(self.running))
 
     def _task_timeout(self, task_name: str) -> float | None:
         """A job enqueued without a timeout (its producer did not know the task) gets this
@@ -535,7 +537,6 @@ class HerderWorker(ShutdownMixin, HealthMixin):
             del self.running[run.job_id]
         if self.tasks.get(run.job_id) is run.task:
             del self.tasks[run.job_id]
-        self._m_in_flight.set(len(self.running))
         if self.draining and not self.running:
             self._next_hb = 0.0  # report "drained" now: the operator waits for it to scale down
         self.slot_event.set()
