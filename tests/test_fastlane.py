@@ -90,6 +90,44 @@ async def test_a_cancelled_caller_does_not_shift_later_replies(client: HerderCli
     assert [r.id for r in later] == [f"l{i}" for i in range(20)]
 
 
+async def test_a_silent_server_times_out_every_waiting_request_and_the_lane_recovers(
+    client: HerderClient, redis_server: RedisProc
+) -> None:
+    """One deadline timer per connection bounds the wait: a server that stops answering
+    (SIGSTOP) fails every request waiting on the lane with TimeoutError once the oldest is
+    `timeout` old (a late reply must never be taken for a later request's); once the server
+    answers again, the next enqueue opens a new connection and succeeds."""
+    import os
+    import signal
+    import time
+
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    lane = client._fast
+    assert lane is not None
+    lane.timeout = 0.5  # before the lane's connection opens: it takes the timeout then
+    await client.enqueue("default", "echo", {"n": 0})
+    assert redis_server.proc is not None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(client.enqueue("default", "echo", {"n": i}) for i in range(3)), return_exceptions=True
+            ),
+            10,
+        )
+        waited = time.monotonic() - t0
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert all(isinstance(r, RedisTimeoutError) for r in results), results
+    assert waited >= 0.5
+    # (the three timed-out requests may still run once the server resumes: a timeout says
+    # "unknown", as with redis-py; the caller retries under the same id to be sure)
+    last = await client.enqueue("default", "echo", {"n": 9})
+    assert last.created and (await client.get_job(last.id, "default")).state == "ready"
+
+
 async def test_acl_user_and_a_wrong_password(tmp_path: Path) -> None:
     password = "pw-for-tests"
     sha = hashlib.sha256(password.encode()).hexdigest()

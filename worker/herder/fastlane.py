@@ -41,9 +41,15 @@ def _parse_error(message: str) -> Exception:
 
 
 class _Protocol(asyncio.Protocol):
-    """Requests are written in order and Redis answers in order: a FIFO of futures."""
+    """Requests are written in order and Redis answers in order: a FIFO of futures. One timer
+    per connection bounds the wait for the oldest unanswered request (`timeout` seconds from
+    its send), not a timer per request: a silent server fails the connection, and every
+    request on it, with TimeoutError."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
+        self.timeout = timeout
+        self.deadlines: deque[float] = deque()  # send time + timeout, one per waiting future
+        self._timer: asyncio.TimerHandle | None = None
         self.reader = hiredis.Reader(
             encoding="utf-8",
             errors="surrogateescape",
@@ -64,6 +70,8 @@ class _Protocol(asyncio.Protocol):
         try:
             while (reply := self.reader.gets()) is not False:
                 fut = self.waiting.popleft() if self.waiting else None
+                if self.deadlines:
+                    self.deadlines.popleft()
                 if fut is None or fut.done():  # a caller that gave up (cancelled): drop its reply
                     continue
                 if isinstance(reply, Exception):
@@ -82,6 +90,10 @@ class _Protocol(asyncio.Protocol):
         """Mark the connection unusable, close it and fail every request still waiting."""
         if self.error is None:
             self.error = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.deadlines.clear()
         while self.waiting:
             fut = self.waiting.popleft()
             if not fut.done():
@@ -98,9 +110,23 @@ class _Protocol(asyncio.Protocol):
         futs = [loop.create_future() for _ in commands]
         self.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
         self.waiting.extend(futs)
+        self.deadlines.extend([loop.time() + self.timeout] * len(futs))
+        if self._timer is None:
+            self._timer = loop.call_at(self.deadlines[0], self._check_deadline)
         if on_send is not None:
             on_send(len(commands))
         return futs
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self.deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadlines[0]:
+            # a late reply would be taken for the next request's: drop the connection
+            self.fail(RedisTimeoutError("timeout reading from Redis"))
+        else:
+            self._timer = loop.call_at(self.deadlines[0], self._check_deadline)
 
 
 class FastLane:
@@ -156,7 +182,9 @@ class FastLane:
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                transport, proto = await loop.create_connection(_Protocol, self.host, self.port)
+                transport, proto = await loop.create_connection(
+                    lambda: _Protocol(self.timeout), self.host, self.port
+                )
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -202,15 +230,8 @@ class FastLane:
             return self._proto, True
 
     async def _round_trip(self, proto: _Protocol, args: tuple[Any, ...]) -> Any:
-        (fut,) = proto.send([args])
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await fut
-        except TimeoutError:
-            # a late reply would be taken for the next request's: drop the connection
-            error = RedisTimeoutError("timeout reading from Redis")
-            proto.fail(error)
-            raise error from None
+        (fut,) = proto.send([args])  # bounded by the connection's deadline timer
+        return await fut
 
     async def call(self, *args: Any) -> Any:
         """One command. A reused connection that turns out dead (Redis restarted since) gets one

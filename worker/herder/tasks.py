@@ -24,6 +24,8 @@ from herder.keys import TASK_RE, valid_task_name
 CAPABILITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB; large inputs belong in object storage, not the queue
+# One encoder, not one per payload (json.dumps builds one whenever it gets options).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Task:
             data = model.model_dump(mode="json")
         try:
             # allow_nan=False: NaN/Infinity are not JSON; other readers (JS, jq) reject them.
-            encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
+            encoded = _COMPACT_JSON.encode(data)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"payload for task '{self.name}' is not JSON-serialisable: {exc}") from None
         except RecursionError:

@@ -4,7 +4,7 @@ and numbers only, as Lua sees them)."""
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from functools import lru_cache
 from typing import Any
 
@@ -39,7 +39,7 @@ def encode_job(queue: str, req: JobRequest, task: Task) -> dict[str, Any]:
         raise InvalidInput(str(exc)) from None
     timeout = req.timeout if req.timeout is not None else task.timeout
     return {
-        "id": req.id or uuid.uuid4().hex,
+        "id": req.id or secrets.token_hex(16),
         # a generated id (128 random bits) cannot name an existing job: the script skips the lookup
         "fresh": "0" if req.id else "1",
         "queue": queue,
