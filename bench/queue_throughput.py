@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -158,6 +160,7 @@ async def enqueue_latency(url: str, bq: BullMQ, n: int, warmup: int = 100) -> di
             bulk.append((time.perf_counter() - t0) * 1000 / 1000)
         out["herder_bulk"] = bulk
         await client.redis.flushall()
+    out["herder_uvloop"] = herder_latency_on_uvloop(url, n, warmup)
     pool = await create_pool(RedisSettings.from_dsn(url))
     try:
         for i in range(warmup):
@@ -174,6 +177,32 @@ async def enqueue_latency(url: str, bq: BullMQ, n: int, warmup: int = 100) -> di
     out["bullmq"] = bq.add(n, warmup=warmup)["latencies"]
     sync(url).flushall()
     return out
+
+
+async def herder_latencies(url: str, n: int, warmup: int) -> list[float]:
+    async with HerderClient(HerderSettings(redis_url=url)) as client:
+        for i in range(warmup):
+            await client.enqueue(QUEUE, "echo", {"i": i})
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await client.enqueue(QUEUE, "echo", {"i": i})
+            lat.append((time.perf_counter() - t0) * 1000)
+        await client.redis.flushall()
+        return lat
+
+
+def herder_latency_on_uvloop(url: str, n: int, warmup: int) -> list[float]:
+    """The same single enqueues from a process running uvloop (libuv, the loop Node runs on;
+    uvicorn's standard install, and so Herder's API server, uses it): a fresh process, since an
+    event loop policy is per process."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--uvloop-latency", url, str(n), str(warmup)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return list(json.loads(out.stdout))
 
 
 # ---- (b) throughput, with (c) "backlog" counts --------------------------------------------
@@ -414,7 +443,12 @@ async def main() -> None:
     )
     ap.add_argument("--bullmq-prefix", type=Path, default=None, help="npm folder (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 2,000 jobs: a smoke run")
+    ap.add_argument("--uvloop-latency", nargs=3, metavar=("URL", "N", "WARMUP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.uvloop_latency:  # the child of herder_latency_on_uvloop (already on uvloop)
+        url, n, warmup = args.uvloop_latency
+        print(json.dumps(await herder_latencies(url, int(n), int(warmup))))
+        return
     if args.quick:
         args.repeat, args.enqueues, args.cap = 1, 1000, 6.0
         args.jobs = args.live_jobs = args.memory_jobs = 2000
@@ -432,7 +466,7 @@ async def main() -> None:
             f"node {bullmqlib.node_version()})"
         )
 
-        lat: dict[str, list[list[float]]] = {s: [] for s in (*SYSTEMS, "herder_bulk")}
+        lat: dict[str, list[list[float]]] = {s: [] for s in (*SYSTEMS, "herder_bulk", "herder_uvloop")}
         drains: dict[tuple[str, int], list[dict[str, float]]] = {}
         memory: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}
         for rep in range(args.repeat):
@@ -462,4 +496,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--uvloop-latency" in sys.argv:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

@@ -43,6 +43,16 @@ def report(
     )
     labels = {"herder": "Herder enqueue", "arq": "arq enqueue_job", "bullmq": "BullMQ queue.add"}
     rows: list[list[object]] = [[labels[s], fmt(pct(s, 50), 3), fmt(pct(s, 99), 3), ""] for s in systems]
+    if lat.get("herder_uvloop"):
+        rows.insert(
+            1,
+            [
+                "Herder enqueue (uvloop)",
+                fmt(pct("herder_uvloop", 50), 3),
+                fmt(pct("herder_uvloop", 99), 3),
+                "",
+            ],
+        )
     rows.append(
         ["Herder enqueue_many(1000)", "", "", fmt(median([median(x) for x in lat["herder_bulk"]]), 4)]
     )
@@ -128,6 +138,17 @@ def report(
             f"{fmt(pct('herder', 50), 3)} vs {fmt(pct('bullmq', 50), 3)} ms",
             met(pct("herder", 50) <= pct("bullmq", 50)),
         ],
+        *(
+            [
+                [
+                    "single enqueue p50 <= BullMQ add, on uvloop",
+                    f"{fmt(pct('herder_uvloop', 50), 3)} vs {fmt(pct('bullmq', 50), 3)} ms",
+                    met(pct("herder_uvloop", 50) <= pct("bullmq", 50)),
+                ]
+            ]
+            if lat.get("herder_uvloop")
+            else []
+        ),
         [
             "single enqueue p99 <= BullMQ add",
             f"{fmt(pct('herder', 99), 3)} vs {fmt(pct('bullmq', 99), 3)} ms",

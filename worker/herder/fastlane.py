@@ -253,6 +253,16 @@ class FastLane:
         keys = script._resolve(qk, argv)
         command = ("EVALSHA", script.sha, len(keys), *keys, *argv)
         try:
+            proto = self._proto
+            if proto is None or proto.error is not None:
+                return await self.call(*command)
+            try:  # the usual case, inline: a live connection, no coroutine per layer
+                (fut,) = proto.send([command])
+                return await fut
+            except RedisConnectionError:  # found dead: as call(), one retry on a new connection
+                if self._closed:
+                    raise
+            await asyncio.sleep(0.05)
             return await self.call(*command)
         except NoScriptError:  # first call on this server (or after SCRIPT FLUSH / a restart)
             await script.redis.script_load(script.spec.source)

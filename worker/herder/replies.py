@@ -15,11 +15,7 @@ def _is_int(v: object) -> bool:
 
 
 def enqueue_rows(rows: list[list[Any]]) -> list[EnqueueResult]:
-    # model_construct: the fields are checked here (JobState() refuses an unknown state).
-    return [
-        EnqueueResult.model_construct(id=str(r[0]), state=JobState(r[1]), created=bool(int(r[2])))
-        for r in rows
-    ]
+    return [EnqueueResult(id=r[0], state=JobState(r[1]), created=bool(int(r[2]))) for r in rows]
 
 
 def invalid_from_error(msg: str) -> InvalidInput | None:
