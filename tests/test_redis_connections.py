@@ -161,6 +161,42 @@ async def test_sentinel_connection(sentinel: tuple[RedisProc, int]) -> None:
     assert redis.Redis(port=master.port).exists(f"herder:{{default}}:job:{r.id}")
 
 
+async def test_an_arq_workers_ctx_redis_follows_sentinel_like_the_worker(
+    sentinel: tuple[RedisProc, int],
+) -> None:
+    """herder.arq: ctx['redis'] (what arq tasks read, write and enqueue with) was built from the
+    URL alone, so with Sentinel it talked to whatever the URL named (here: nothing listening).
+    It shares the worker's connections now: found through the sentinels, like the worker."""
+    from herder.arq import Worker, func
+
+    master, sport = sentinel
+    s = HerderSettings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        redis_sentinels=f"127.0.0.1:{sport}",
+        redis_sentinel_master="herdermaster",
+        redis_connect_timeout=1,
+    )
+
+    async def parent(ctx: dict[str, object], tag: str) -> str:
+        redis_ = ctx["redis"]
+        await redis_.set(f"from-task:{tag}", "yes")  # type: ignore[attr-defined]
+        await redis_.enqueue_job("child", tag)  # type: ignore[attr-defined]
+        return tag
+
+    async def child(ctx: dict[str, object], tag: str) -> str:
+        return tag
+
+    w = Worker(
+        [func(parent, name="parent"), func(child, name="child")],
+        herder_settings=s,
+        burst=True,
+        handle_signals=False,
+    )
+    await w._pool.enqueue_job("parent", "a")
+    assert await w.run_check() == 2  # the parent and the child it enqueued
+    assert redis.Redis(port=master.port).get("from-task:a") == b"yes"
+
+
 @pytest.mark.parametrize("sentinel", ["s3ntinel-pw"], ids=["requirepass"], indirect=True)
 async def test_sentinel_with_its_own_password(sentinel: tuple[RedisProc, int]) -> None:
     """Sentinels with `requirepass`: HERDER_REDIS_SENTINEL_PASSWORD reaches them; without it the

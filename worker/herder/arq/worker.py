@@ -145,15 +145,10 @@ class Worker(HerderWorker):
         # ctx['redis'] enqueues onto Herder (arq's client would write to arq's own keys,
         # where no Herder worker looks).
         self._own_pool = not isinstance(redis_pool, ArqRedis)
-        pool = (
-            redis_pool
-            if isinstance(redis_pool, ArqRedis)
-            else ArqRedis.from_url(
-                settings.redis_url,
-                username=settings.redis_username,
-                password=settings.redis_password.get_secret_value() if settings.redis_password else None,
-            )
-        )
+        # Not given one: on the worker's own connection pool, so what the settings say (Sentinel,
+        # TLS, ACL user, timeouts) holds for ctx['redis'] too; built from the URL alone it talked
+        # to whatever the URL named, e.g. a stale master or nothing.
+        pool = redis_pool if isinstance(redis_pool, ArqRedis) else ArqRedis(self.redis.connection_pool)
         if self._own_pool:
             pool.default_queue_name = queue_name
             pool.herder_settings = settings
