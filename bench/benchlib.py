@@ -192,6 +192,27 @@ def install_counters() -> type[Counters]:
     AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
     AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
 
+    # Herder's pools pack with hiredis in a subclass (herder.connection._fast_connection), which
+    # overrides pack_command: count there too (the subclasses are made when a pool is built).
+    from herder import connection
+
+    fast = connection._fast_connection
+
+    def counted_fast(base: Any) -> Any:
+        cls = fast(base)
+        if cls.pack_command is AbstractConnection.pack_command:
+            return cls  # no override: already counted above
+
+        class Counted(cls):  # type: ignore[valid-type,misc]
+            def pack_command(self: Any, *args: Any) -> Any:
+                Counters.commands += 1
+                return cls.pack_command(self, *args)
+
+        Counted.__name__ = Counted.__qualname__ = cls.__name__
+        return Counted
+
+    connection._fast_connection = counted_fast  # type: ignore[assignment]
+
     # the client's enqueue fast lane writes without redis-py: count its commands and writes too
     from herder import fastlane
 
