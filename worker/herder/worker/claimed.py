@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from herder.backoff import Backoff
 from herder.models import has_surrogates
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(NamedTuple):  # a tuple, not a frozen dataclass: built once per job, ~3x cheaper
     job_id: str
     task: str
     payload: Any  # decoded from the stored JSON (None when it cannot be)
