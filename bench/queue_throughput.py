@@ -142,16 +142,9 @@ async def arq_window(pool: ArqRedis) -> tuple[float, float, int]:
 
 async def enqueue_latency(url: str, bq: BullMQ, n: int, warmup: int = 100) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
+    sync(url).flushall()
+    out["herder"] = await herder_latencies(url, n, warmup)
     async with HerderClient(HerderSettings(redis_url=url)) as client:
-        await client.redis.flushall()
-        for i in range(warmup):
-            await client.enqueue(QUEUE, "echo", {"i": i})
-        lat = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            await client.enqueue(QUEUE, "echo", {"i": i})
-            lat.append((time.perf_counter() - t0) * 1000)
-        out["herder"] = lat
         bulk = []
         for _ in range(5):
             reqs = [JobRequest(task="echo", payload={"i": i}) for i in range(1000)]
@@ -180,6 +173,7 @@ async def enqueue_latency(url: str, bq: BullMQ, n: int, warmup: int = 100) -> di
 
 
 async def herder_latencies(url: str, n: int, warmup: int) -> list[float]:
+    """`n` single enqueues one after another (after `warmup`), ms each; flushes the server after."""
     async with HerderClient(HerderSettings(redis_url=url)) as client:
         for i in range(warmup):
             await client.enqueue(QUEUE, "echo", {"i": i})

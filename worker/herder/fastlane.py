@@ -48,7 +48,6 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, timeout: float = SOCKET_TIMEOUT_S) -> None:
         self.timeout = timeout
-        self.deadlines: deque[float] = deque()  # send time + timeout, one per waiting future
         self._timer: asyncio.TimerHandle | None = None
         self.reader = hiredis.Reader(
             encoding="utf-8",
@@ -56,7 +55,8 @@ class _Protocol(asyncio.Protocol):
             protocolError=InvalidResponse,
             replyError=_parse_error,
         )
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        # per request sent and not yet answered: its future and its deadline (send time + timeout)
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: Exception | None = None  # why the connection is unusable, once it is
@@ -69,9 +69,7 @@ class _Protocol(asyncio.Protocol):
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
-                fut = self.waiting.popleft() if self.waiting else None
-                if self.deadlines:
-                    self.deadlines.popleft()
+                fut = self.waiting.popleft()[0] if self.waiting else None
                 if fut is None or fut.done():  # a caller that gave up (cancelled): drop its reply
                     continue
                 if isinstance(reply, Exception):
@@ -93,9 +91,8 @@ class _Protocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.deadlines.clear()
         while self.waiting:
-            fut = self.waiting.popleft()
+            fut, _ = self.waiting.popleft()
             if not fut.done():
                 fut.set_exception(error)
         if self.transport is not None and not self.transport.is_closing():
@@ -109,24 +106,25 @@ class _Protocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
         self.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
-        self.waiting.extend(futs)
-        self.deadlines.extend([loop.time() + self.timeout] * len(futs))
+        deadline = loop.time() + self.timeout
+        self.waiting.extend((fut, deadline) for fut in futs)
         if self._timer is None:
-            self._timer = loop.call_at(self.deadlines[0], self._check_deadline)
+            self._timer = loop.call_at(self.waiting[0][1], self._check_deadline)
         if on_send is not None:
             on_send(len(commands))
         return futs
 
     def _check_deadline(self) -> None:
         self._timer = None
-        if not self.deadlines:
+        if not self.waiting:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() >= self.deadlines[0]:
+        deadline = self.waiting[0][1]
+        if loop.time() >= deadline:
             # a late reply would be taken for the next request's: drop the connection
             self.fail(RedisTimeoutError("timeout reading from Redis"))
         else:
-            self._timer = loop.call_at(self.deadlines[0], self._check_deadline)
+            self._timer = loop.call_at(deadline, self._check_deadline)
 
 
 class FastLane:
@@ -253,16 +251,6 @@ class FastLane:
         keys = script._resolve(qk, argv)
         command = ("EVALSHA", script.sha, len(keys), *keys, *argv)
         try:
-            proto = self._proto
-            if proto is None or proto.error is not None:
-                return await self.call(*command)
-            try:  # the usual case, inline: a live connection, no coroutine per layer
-                (fut,) = proto.send([command])
-                return await fut
-            except RedisConnectionError:  # found dead: as call(), one retry on a new connection
-                if self._closed:
-                    raise
-            await asyncio.sleep(0.05)
             return await self.call(*command)
         except NoScriptError:  # first call on this server (or after SCRIPT FLUSH / a restart)
             await script.redis.script_load(script.spec.source)

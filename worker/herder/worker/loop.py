@@ -117,13 +117,15 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         )
         self._trend_minute = 0
         self._cron_secret: str | None = None
-        # Metric children resolved once, not per job: .labels() costs more than the update.
-        # Read at scrape time, not set per job start and end (weakly: the registry is global).
+        # In flight: read at scrape time, not set per job start and end (weakly: the registry
+        # is global).
         me = weakref.ref(self)
         metrics.IN_FLIGHT.labels(queue).set_function(lambda: len(w.running) if (w := me()) is not None else 0)
+        # Metric children resolved once, not per job: .labels() costs more than the update.
         self._m_seconds: dict[str, Any] = {}
         self._m_jobs: dict[tuple[str, str], Any] = {}
-        # A line per success only at debug level: building it costs more than the rest of a no-op job's bookkeeping.
+        # A line per success only at debug level: building it costs more than the rest of a
+        # no-op job's bookkeeping.
         self._log_successes = logging.getLogger("herder.worker").isEnabledFor(logging.DEBUG)
         super().__init__(
             functions=arq_functions(tasks),
@@ -479,33 +481,24 @@ class HerderWorker(ShutdownMixin, HealthMixin):
         jobs.inc()
         if final == "succeeded":
             self.jobs_complete += 1
-            if self._log_successes:
-                log.debug(
-                    "job finished",
-                    job=me.job_id,
-                    task=me.ctx.task,
-                    attempt=me.ctx.attempt,
-                    outcome=final,
-                    seconds=round(elapsed, 3),
-                )
-            self._forget(me)
-            return
-        if final in ("dead", "cancelled"):
+        elif final in ("dead", "cancelled"):
             self.jobs_failed += 1
         elif final == "stale":
             metrics.STALE_FINISH.labels(self.herder_queue).inc()
             log.warning("result discarded: lease had moved to another worker", job=me.job_id)
         else:
             self.jobs_retried += 1
-        log.info(
-            "job finished",
-            job=me.job_id,
-            task=me.ctx.task,
-            attempt=me.ctx.attempt,
-            outcome=final,
-            seconds=round(elapsed, 3),
-            reason=o.reason or None,
-        )
+        # Successes are routine (debug); every other outcome is worth a line at info.
+        if final != "succeeded" or self._log_successes:
+            (log.debug if final == "succeeded" else log.info)(
+                "job finished",
+                job=me.job_id,
+                task=me.ctx.task,
+                attempt=me.ctx.attempt,
+                outcome=final,
+                seconds=round(elapsed, 3),
+                reason=o.reason or None,
+            )
         self._forget(me)
 
     def _attempt(
